@@ -1,0 +1,72 @@
+import numpy as np
+import polars as pl
+import pytest
+import shap
+from scipy.special import expit
+
+from trustml.explain import (cohort_pillars, explain, pillar_explanation, pillar_importance, reason_codes,
+                             top_interactions, truthfulness)
+
+
+@pytest.fixture(scope="module")
+def test_rows(table, trained):
+    return trained[1].frames(table.labelled())[2]
+
+
+@pytest.fixture(scope="module")
+def expl(trained, test_rows):
+    return explain(trained[0], test_rows)
+
+
+def test_explanation_is_exact_and_a_shap_object(trained, test_rows, expl):
+    assert isinstance(expl, shap.Explanation)
+    raw = trained[0].log_odds(test_rows)
+    assert np.abs(expl.base_values + expl.values.sum(axis=1) - raw).max() < 1e-6
+
+
+def test_pillars_are_exactly_additive(trained, test_rows, expl):
+    pe = pillar_explanation(expl, trained[0].registry)
+    assert np.allclose(pe.values.sum(axis=1), expl.values.sum(axis=1))
+    assert np.abs(pe.base_values + pe.values.sum(axis=1) - trained[0].log_odds(test_rows)).max() < 1e-6
+    assert len(pe.feature_names) == len(trained[0].registry.pillars)
+
+
+def test_global_ranking_and_cohorts(trained, test_rows, expl):
+    imp = pillar_importance(expl, trained[0].registry)
+    assert imp["share"].sum() == pytest.approx(1.0)
+    assert imp["mean_abs_shap"].is_sorted(descending=True)
+    coh = cohort_pillars(expl, trained[0].registry, test_rows["churned"])
+    assert coh["cohort"].to_list() == [0, 1]
+    # churners carry more positive (risk-raising) pillar contributions than stayers
+    pillars = trained[0].registry.pillars
+    assert coh.filter(pl.col("cohort") == 1).select(pillars).sum_horizontal()[0] > coh.filter(pl.col("cohort") == 0).select(pillars).sum_horizontal()[0]
+
+
+def test_reason_codes_are_plain_pseudonymised_and_on_the_probability_scale(trained, test_rows, expl):
+    rows = test_rows.head(20)
+    rc = reason_codes(trained[0], rows, expl[:20])
+    assert rc.height > 0
+    assert not set(rc["customer"]) & set(rows["customer_id"])  # no raw ids
+    assert rc["customer"].str.starts_with("cust-").all()
+    assert rc["reason"].str.contains("points of churn risk").all()
+    # a reason's points = p(all) - p(all without it), on the uncalibrated probability
+    first = rc.row(0, named=True)
+    i = rows["customer_id"].to_list().index(next(c for c in rows["customer_id"]
+                                               if __import__("trustml").pseudonymise([c])[0] == first["customer"]))
+    j = trained[0].registry.names.index(first["feature"])
+    full = expl.base_values[i] + expl.values[i].sum()
+    assert first["points"] == pytest.approx(100 * (expit(full) - expit(full - expl.values[i, j])), abs=0.01)
+
+
+def test_interactions_rank_pairs(trained, test_rows):
+    top = top_interactions(trained[0], test_rows, sample=100, top=5)
+    assert top.height == 5 and top["strength"].is_sorted(descending=True)
+
+
+def test_truthfulness_against_the_simulator(world, trained, test_rows, expl):
+    r = truthfulness(trained[0], test_rows, world.truth, n_customers=3000, n_months=18, seed=7, expl=expl, top_at_risk=50)
+    assert -1 <= r["spearman"] <= 1 and 0 <= r["agreement"] <= 1
+    assert r["spearman"] > 0.5  # measured on the default world in benchmarks/explain_truth.py; small data is noisier
+    assert r["levers"].height == 50
+    assert r["disagreements"].height == int(round((1 - r["agreement"]) * 50))
+    assert r["disagreements"]["reason"].null_count() == 0

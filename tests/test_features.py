@@ -1,0 +1,121 @@
+import datetime as dt
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import shared_data
+from trustml.datasets import read_cdnow
+from trustml.features import DEFAULT_SPEC, FeatureSpec, FeatureTable, Snapshots, build_features
+
+START = dt.datetime(2024, 1, 1)
+TYPES = ["ticket_opened", "promise_broken", "promise_kept", "usage", "marketing_contact", "cancellation"]
+SPEC = (
+    FeatureSpec("promise_broken", "count", 30), FeatureSpec("promise_broken", "share", 60, denominator="promise_kept"),
+    FeatureSpec("usage", "mean", 45), FeatureSpec("usage", "sum", 45), FeatureSpec("usage", "trend", 90),
+    FeatureSpec("usage", "days_since", 60), FeatureSpec("marketing_contact", "decayed", 90),
+    FeatureSpec("ticket_opened", "max", 30), FeatureSpec("tenure_days", "attribute", pillar="account"),
+)
+
+event = st.tuples(st.integers(0, 4), st.integers(0, 200 * 24), st.sampled_from(TYPES[:-1]),
+                  st.one_of(st.none(), st.floats(0, 100)))
+
+
+def _tables(rows):
+    customers = pl.DataFrame({"customer_id": [f"c{i}" for i in range(5)], "signup_date": [START.date()] * 5})
+    # every type occurs at least once, early, so the feature set never depends on the future
+    seed = [(0, 1, t, 1.0) for t in TYPES[:-1]]
+    ev = pl.DataFrame([(f"c{c}", START + dt.timedelta(hours=h), t, v) for c, h, t, v in seed + rows],
+                      schema={"customer_id": pl.String, "timestamp": pl.Datetime("us"), "event_type": pl.String, "value": pl.Float64},
+                      orient="row")
+    return customers, ev
+
+
+SNAPS = Snapshots(every="1mo", start=dt.date(2024, 2, 1), end=dt.date(2024, 7, 1), churn="inactivity", active_gap_days=400)
+AS_OF = dt.datetime(2024, 9, 1)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(past=st.lists(event, max_size=40), future=st.lists(event, max_size=15), snap=st.integers(1, 6),
+       mutate=st.sampled_from(["add", "remove", "change"]))
+def test_events_at_or_after_a_snapshot_never_change_its_features(past, future, snap, mutate):
+    d = dt.datetime(2024, snap + 1, 1)
+    cutoff_h = int((d - START).total_seconds() // 3600)
+    before = [r for r in past if r[1] < cutoff_h]
+    after = [(c, cutoff_h + h % (24 * 60), t, v) for c, h, t, v in future]  # at or after d
+    customers, base = _tables(before + after)
+    if mutate == "add":
+        _, other = _tables(before + after + [(c, cutoff_h + 5, t, v) for c, _, t, v in future])
+    elif mutate == "remove":
+        _, other = _tables(before)
+    else:
+        _, other = _tables(before + [(c, h, "ticket_opened", 7.0) for c, h, _, _ in after])
+    a = build_features(customers, base, SNAPS, SPEC, as_of=AS_OF).frame.filter(pl.col("snapshot_date") == d.date())
+    b = build_features(customers, other, SNAPS, SPEC, as_of=AS_OF).frame.filter(pl.col("snapshot_date") == d.date())
+    feats = [c for c in a.columns if c != "churned"]
+    assert a.select(feats).equals(b.select(feats))
+
+
+def test_labels_look_only_at_their_window(world, table):
+    truth = world.truth.select("customer_id", pl.col("month_start").alias("snapshot_date"), "churned_this_month")
+    j = table.labelled().join(truth, on=["customer_id", "snapshot_date"], how="inner")
+    assert j.height == table.labelled().height
+    assert (j["churned"] == j["churned_this_month"].cast(pl.Int8)).all()
+
+
+def test_last_snapshot_is_unlabelled_for_scoring(table):
+    last = table.frame.filter(pl.col("snapshot_date") == table.frame["snapshot_date"].max())
+    assert last.height > 0 and last["churned"].null_count() == last.height
+
+
+def test_table_is_deterministic_and_sorted(world, table):
+    again = build_features(world.customers, world.events, Snapshots(), as_of=world.as_of)
+    assert again.frame.equals(table.frame)
+    assert table.frame.equals(table.frame.sort("snapshot_date", "customer_id"))
+
+
+def test_registry_describes_every_feature(table):
+    reg = table.registry
+    assert reg.names == table.frame.columns[3:]
+    for f in reg:
+        assert f.pillar and f.description and f.name
+    assert reg["promise_broken__count_90d"].actionable and reg["promise_broken__count_90d"].direction == 1
+    assert reg["marketing_contact__count_30d"].direction == 0  # non-monotone on purpose
+    assert set(reg.pillars) >= {"service_quality", "empathy", "promises", "transparency", "respect_for_time", "advocacy"}
+
+
+def test_features_degrade_gracefully_when_a_pillar_has_no_data(world):
+    events = world.events.filter(~pl.col("event_type").cast(pl.String).str.starts_with("promise"))
+    t = build_features(world.customers, events, Snapshots(), as_of=world.as_of)
+    assert "promises" not in t.registry.pillars
+    assert any("promise_broken" in k for k in t.dropped)
+
+
+def test_round_trip_to_parquet(tmp_path, table):
+    table.write(tmp_path / "f.parquet")
+    back = FeatureTable.read(tmp_path / "f.parquet")
+    assert back.frame.equals(table.frame) and back.registry == back.registry and back.registry.names == table.registry.names
+
+
+def test_spec_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        FeatureSpec("usage", "median", 30)
+    with pytest.raises(ValueError, match="duplicate feature names"):
+        from trustml.features import _resolve_spec
+        _resolve_spec(DEFAULT_SPEC + DEFAULT_SPEC[:1], {"ticket_opened"}, set())
+
+
+def test_cdnow_by_inactivity():
+    customers, events = read_cdnow(shared_data("cdnow"))
+    assert events.height == 69_659 and customers.height == 23_570
+    spec = (FeatureSpec("purchase", "count", 90), FeatureSpec("purchase", "count", 365), FeatureSpec("purchase", "sum", 365),
+            FeatureSpec("purchase", "days_since", 365), FeatureSpec("purchase", "trend", 180),
+            FeatureSpec("tenure_days", "attribute", pillar="account"))
+    snaps = Snapshots(every="1mo", start=dt.date(1997, 4, 1), end=dt.date(1998, 4, 1), horizon="90d", churn="inactivity",
+                      active_gap_days=365)
+    t = build_features(customers, events, snaps, spec)
+    lab = t.labelled()
+    assert lab.height > 10_000
+    assert 0.5 < lab["churned"].mean() < 0.98  # most CDNOW customers never come back
+    assert set(t.registry.pillars) == {"engagement", "account"}

@@ -1,0 +1,433 @@
+"""A seeded trust-world simulator: customers, their event logs, and the ground truth.
+
+Each customer carries a latent trust level per pillar. Every month their experiences
+(tickets and how they were resolved, promises kept or broken, marketing contact against
+their tolerance, price changes with or without notice, surprise fees, privacy incidents,
+referrals) move it, and it decays back toward neutral. The monthly churn hazard is
+
+    logit(h) = intercept + account + engagement - sum_p weight_p * trust_p
+
+so each pillar's true contribution to a customer's risk is known exactly. What the founding
+research says is built in: a broken promise costs trust; a problem resolved fast and with
+empathy leaves trust *higher* than before; contact beyond a customer's tolerance erodes
+it while a little is welcome (non-monotone); referrals signal and reinforce trust.
+Confounding is on purpose: heavy users open more tickets *and* churn less.
+
+Randomness comes only from the seed. Draws never depend on the policy, so re-simulating
+the same customers under a `Policy` uses common random numbers: the difference in churn
+probability is the true individual effect of the lever.
+
+Examples
+--------
+>>> world = simulate(n_customers=500, n_months=12, seed=1)
+>>> world.customers.height
+500
+>>> sorted(world.truth.columns)[:3]
+['churn_prob', 'contrib_account', 'contrib_advocacy']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from scipy.special import expit
+
+from trustml.pillars import EVENT_TYPES, TRUST_PILLARS
+
+__all__ = ["Policy", "SimConfig", "World", "simulate", "true_effects", "write_world", "read_world",
+           "EVENT_TYPE_DTYPE", "CHUNK_SIZE"]
+
+EVENT_TYPE_DTYPE = pl.Enum(list(EVENT_TYPES))
+CHUNK_SIZE = 50_000  # customers per block; fixed so the output never depends on how big a run is
+PLANS = ("basic", "standard", "premium")
+CHANNELS = ("organic", "paid", "referral")
+_HOUR = np.timedelta64(3600_000_000, "us")
+_DAY = 24 * _HOUR
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A what-if policy the company could have followed. The default is what it did."""
+
+    keep_promises: bool = False
+    max_marketing_per_month: int | None = None
+    empathy_boost: float = 0.0
+    announce_price_changes: bool = False
+    resolution_speedup: float = 1.0  # resolution hours are divided by this
+
+    def describe(self) -> str:
+        changed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if getattr(self, f.name) != f.default}
+        return ", ".join(f"{k}={v}" for k, v in changed.items()) or "as observed"
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The world's knobs. `base_logit` sets the monthly churn level (about 2-4% a month by default)."""
+
+    start: dt.date = dt.date(2024, 1, 1)
+    base_logit: float = -4.0
+    trust_decay: float = 0.75
+    pillar_weights: tuple[tuple[str, float], ...] = (
+        ("service_quality", 0.8), ("empathy", 0.7), ("promises", 1.0),
+        ("transparency", 0.9), ("respect_for_time", 0.8), ("advocacy", 1.2))
+    plan_prices: tuple[float, ...] = (20.0, 45.0, 90.0)
+    plan_logit: tuple[float, ...] = (0.3, 0.0, -0.3)
+    usage_sessions_per_month: float = 6.0
+    tickets_per_month: float = 0.35
+    promise_keep_rate: float = 0.75
+    marketing_per_month: float = 2.5
+    price_rise_month_share: float = 0.04
+    privacy_incident_rate: float = 0.004
+
+
+@dataclass
+class World:
+    """Simulated tables: `customers`, `events` (the contract's), and `truth` (one row per customer-month)."""
+
+    customers: pl.DataFrame
+    events: pl.DataFrame
+    truth: pl.DataFrame
+    config: SimConfig
+    policy: Policy
+    seed: int
+    n_months: int
+
+    @property
+    def as_of(self) -> dt.datetime:
+        return _month_starts(self.config.start, self.n_months + 1)[-1].astype(dt.datetime)
+
+    def summary(self) -> pl.DataFrame:
+        """Counts per event type and pillar, with monthly churn rate from the truth."""
+        from trustml.pillars import pillar_of_event
+        return (self.events.group_by("event_type").agg(pl.len().alias("events"))
+                .with_columns(pl.col("event_type").cast(pl.String),
+                              pillar=pl.col("event_type").cast(pl.String).map_elements(pillar_of_event, return_dtype=pl.String))
+                .sort("pillar", "event_type").select("pillar", "event_type", "events"))
+
+
+def _month_starts(start: dt.date, n: int) -> np.ndarray:
+    return np.array([np.datetime64(f"{start.year + (start.month - 1 + k) // 12}-{(start.month - 1 + k) % 12 + 1:02d}-01", "us")
+                     for k in range(n)])
+
+
+def _clip_score(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 1, 5)
+
+
+class _Block:
+    """One block of customers: draws everything once (policy-free), then plays a policy."""
+
+    def __init__(self, first_id: int, n: int, n_months: int, seed: int, block: int, cfg: SimConfig):
+        self.cfg, self.n, self.M, self.first_id = cfg, n, n_months, first_id
+        streams = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, block]).spawn(12)]
+        (r_cust, r_use, r_tix, r_prom, r_mkt, r_price, r_fee, r_priv, r_ref, r_churn, r_sales, r_time) = streams
+        M = n_months
+        self.months = _month_starts(cfg.start, M + 1)
+        # --- customers -------------------------------------------------------------------
+        self.plan = r_cust.choice(3, size=n, p=[0.45, 0.35, 0.20])
+        self.channel = r_cust.choice(3, size=n, p=[0.5, 0.3, 0.2])
+        self.signup_month = r_cust.integers(0, max(M - 2, 1), size=n)
+        month_len = (self.months[1:] - self.months[:-1]) / _DAY
+        self.signup_ts = self.months[self.signup_month] + (r_cust.random(n) * month_len[self.signup_month] * _DAY).astype("timedelta64[us]")
+        self.intensity = np.exp(r_cust.normal(0.0, 0.6, size=n))          # heavy vs light users
+        self.tolerance = r_cust.choice([1, 2, 3, 4], size=n, p=[0.2, 0.35, 0.3, 0.15])  # contacts/month welcome
+        self.price_sens = np.exp(r_cust.normal(0.0, 0.3, size=n))
+        self.price0 = np.array(cfg.plan_prices)[self.plan] * np.exp(r_cust.normal(0, 0.1, size=n))
+        self.referred_by_draw = r_cust.random(n)
+        self.keep_rate = np.clip(cfg.promise_keep_rate + r_cust.normal(0, 0.1, size=n), 0.3, 0.98)
+        self.mkt_rate = cfg.marketing_per_month * np.exp(r_cust.normal(0, 0.5, size=n)) * np.where(self.channel == 1, 1.4, 1.0)
+        active = np.arange(M)[None, :] >= self.signup_month[:, None]
+        # window inside each month the customer can act in: [lo, hi)
+        self.lo = np.where(np.arange(M)[None, :] == self.signup_month[:, None], self.signup_ts[:, None], self.months[None, :M])
+        self.span = (self.months[None, 1:] - self.lo)
+        # --- counts per customer-month (policy-free) ------------------------------------
+        self.n_use = np.where(active, r_use.poisson(cfg.usage_sessions_per_month * self.intensity[:, None], size=(n, M)), 0)
+        self.n_tix = np.where(active, r_tix.poisson(cfg.tickets_per_month * self.intensity[:, None] ** 0.8 *
+                                                     np.array([1.2, 1.0, 0.8])[self.plan][:, None], size=(n, M)), 0)
+        self.n_mkt = np.where(active, r_mkt.poisson(self.mkt_rate[:, None], size=(n, M)), 0)
+        self.n_sales_promise = np.where(active, r_sales.random((n, M)) < 0.05, 0).astype(int)
+        self.price_rise = active & (r_price.random((n, M)) < cfg.price_rise_month_share) & (np.arange(M)[None, :] > self.signup_month[:, None])
+        self.price_pct = r_price.uniform(5, 15, size=(n, M))
+        self.announce_u = r_price.random((n, M))
+        self.fee = active & (r_fee.random((n, M)) < 0.03)
+        self.fee_amount = np.round(r_fee.uniform(5, 30, size=(n, M)), 2)
+        incident_month = M * 2 // 3
+        self.privacy = active & ((r_priv.random((n, M)) < cfg.privacy_incident_rate) |
+                                 ((np.arange(M)[None, :] == incident_month) & (r_priv.random((n, 1)) < 0.05)))
+        self.ref_u = r_ref.random((n, M))
+        self.churn_u = r_churn.random((n, M))
+        self.churn_day = r_churn.random((n, M))
+        # --- per-ticket draws -------------------------------------------------------------
+        idx = np.repeat(np.arange(n * M), self.n_tix.ravel())
+        k = idx.size
+        self.t_cell = idx
+        self.t_when = r_tix.random(k)
+        self.t_hours = np.exp(r_tix.normal(np.log(np.array([30.0, 20.0, 10.0])[self.plan[idx // M]]), 0.8))
+        self.t_reopen_u = r_tix.random(k)
+        self.t_empathy = r_tix.normal(3.4, 1.0, size=k)
+        self.t_csat_u = r_tix.random(k)
+        self.t_csat_noise = r_tix.normal(0, 0.6, size=k)
+        self.t_promise = r_prom.random(k) < 0.5
+        self.t_keep_u = r_prom.random(k)
+        self.t_due_days = r_prom.integers(1, 8, size=k)
+        s_idx = np.repeat(np.arange(n * M), self.n_sales_promise.ravel())
+        self.s_cell, self.s_when = s_idx, r_sales.random(s_idx.size)
+        self.s_keep_u, self.s_due_days = r_sales.random(s_idx.size), r_sales.integers(3, 15, size=s_idx.size)
+        self.r_time = r_time  # only for within-month timestamps of count events
+        self.time_seed = int(r_time.integers(2**63))
+
+    # --------------------------------------------------------------------------------------
+    def play(self, policy: Policy) -> tuple[dict, dict]:
+        """Trust trajectories, hazards and events under `policy`. Returns (grids, event arrays)."""
+        cfg, n, M = self.cfg, self.n, self.M
+        P = {p: np.zeros((n, M)) for p in TRUST_PILLARS}
+        cell_add = lambda grid, cells, vals: np.add.at(grid.ravel(), cells, vals)  # noqa: E731
+        # tickets: a problem costs service trust; fast and empathetic resolution more than repays it
+        hours = self.t_hours / policy.resolution_speedup
+        fast = hours < 24
+        reopened = self.t_reopen_u < np.where(hours > 72, 0.35, 0.12)
+        emp_latent = self.t_empathy + policy.empathy_boost
+        emp_score = _clip_score(emp_latent)
+        cell_add(P["service_quality"], self.t_cell, -0.30 + 0.40 * fast - 0.35 * reopened)
+        cell_add(P["empathy"], self.t_cell, 0.25 * (emp_latent - 3.0))
+        # promises
+        t_kept = self.t_promise & ((self.t_keep_u < self.keep_rate[self.t_cell // M]) | policy.keep_promises)
+        t_broken = self.t_promise & ~t_kept
+        s_kept = (self.s_keep_u < self.keep_rate[self.s_cell // M]) | policy.keep_promises
+        cell_add(P["promises"], self.t_cell, 0.15 * t_kept - 0.70 * t_broken)
+        cell_add(P["promises"], self.s_cell, 0.15 * s_kept - 0.70 * ~s_kept)
+        # marketing: welcome up to the customer's tolerance, corrosive beyond it
+        n_mkt = self.n_mkt if policy.max_marketing_per_month is None else np.minimum(self.n_mkt, policy.max_marketing_per_month)
+        tol = self.tolerance[:, None]
+        P["respect_for_time"] += 0.08 * np.minimum(n_mkt, tol) - 0.15 * np.maximum(n_mkt - tol, 0)
+        # transparency
+        announced = (self.announce_u < 0.5) | policy.announce_price_changes
+        P["transparency"] += np.where(self.price_rise, np.where(announced, -0.15, -0.9), 0.0)
+        P["transparency"] += -0.45 * self.fee - 0.8 * self.privacy
+        price = self.price0[:, None] * np.cumprod(np.where(self.price_rise, 1 + self.price_pct / 100, 1.0), axis=1)
+        # trust recursion; referrals depend on trust and reinforce it
+        w = dict(cfg.pillar_weights)
+        T = {p: np.zeros((n, M)) for p in TRUST_PILLARS}
+        T["advocacy"][:, 0] = 0.0
+        referral = np.zeros((n, M), dtype=bool)
+        start_adv = np.where(self.channel == 2, 0.6, 0.0)
+        for m in range(M):
+            at_signup = self.signup_month == m
+            for p in TRUST_PILLARS:
+                prev = T[p][:, m - 1] if m else np.zeros(n)
+                prev_shock = P[p][:, m - 1] if m else np.zeros(n)
+                T[p][:, m] = cfg.trust_decay * prev + prev_shock
+                if p == "advocacy":
+                    T[p][:, m] = np.where(at_signup, start_adv, T[p][:, m] + 0.25 * (referral[:, m - 1] if m else 0))
+                else:
+                    T[p][:, m] = np.where(at_signup, 0.0, T[p][:, m])
+            total = sum(T[p][:, m] for p in TRUST_PILLARS)
+            referral[:, m] = (self.ref_u[:, m] < expit(-3.8 + 0.9 * total)) & (m >= self.signup_month)
+        contrib = {p: -w[p] * T[p] for p in TRUST_PILLARS}
+        tenure_m = np.maximum(np.arange(M)[None, :] - self.signup_month[:, None], 0)
+        contrib["account"] = (np.array(cfg.plan_logit)[self.plan][:, None]
+                              + 1.2 * self.price_sens[:, None] * np.log(price / np.array(cfg.plan_prices)[self.plan][:, None])
+                              + 0.5 * np.exp(-tenure_m / 3.0))
+        contrib["engagement"] = np.broadcast_to(-0.6 * np.log(self.intensity)[:, None], (n, M)).copy()
+        logit = cfg.base_logit + sum(contrib.values())
+        hazard = expit(logit)
+        active = np.arange(M)[None, :] >= self.signup_month[:, None]
+        churn_now = active & (self.churn_u < hazard)
+        first = np.where(churn_now.any(axis=1), churn_now.argmax(axis=1), M)
+        churn_ts = np.full(n, np.datetime64("NaT", "us"))
+        has = first < M
+        fm = first[has]
+        rows = np.nonzero(has)[0]
+        churn_ts[has] = self.lo[rows, fm] + (self.churn_day[rows, fm] * (self.span[rows, fm] / _HOUR)).astype(np.int64) * _HOUR
+        end_ts = np.where(has, churn_ts, self.months[M])
+        grids = dict(contrib=contrib, logit=logit, hazard=hazard, first_churn_month=first, churn_ts=churn_ts,
+                     price=price, active=active)
+        ev = self._events(policy, hours, reopened, emp_score, t_kept, s_kept, n_mkt, announced, referral, end_ts, churn_ts, has)
+        return grids, ev
+
+    def _events(self, policy, hours, reopened, emp_score, t_kept, s_kept, n_mkt, announced, referral, end_ts, churn_ts, has):
+        M = self.M
+        rng = np.random.default_rng(self.time_seed)  # same timestamps for every policy
+        out_c, out_t, out_e, out_v = [], [], [], []
+        code = {name: i for i, name in enumerate(EVENT_TYPES)}
+
+        def add(cells_or_cust, ts, etype, val=None, by_cell=True):
+            cust = cells_or_cust // M if by_cell else cells_or_cust
+            out_c.append(cust)
+            out_t.append(ts)
+            out_e.append(np.full(cust.size, code[etype], dtype=np.uint8))
+            out_v.append(np.full(cust.size, np.nan) if val is None else np.asarray(val, dtype=float))
+
+        def at(cells, frac):
+            i, m = cells // M, cells % M
+            return self.lo[i, m] + (frac * (self.span[i, m] / np.timedelta64(1, "us"))).astype(np.int64) * np.timedelta64(1, "us")
+
+        def count_events(counts, max_counts, etype, value_fn=None):
+            # draws are made for the policy-free maximum so a cap never shifts other customers' draws
+            cells = np.repeat(np.arange(self.n * M), max_counts.ravel())
+            frac = rng.random(cells.size)
+            rank = np.arange(cells.size) - np.repeat(np.cumsum(max_counts.ravel()) - max_counts.ravel(), max_counts.ravel())
+            vals = value_fn(cells.size, rank, cells) if value_fn else None
+            keep = rank < counts.ravel()[cells]
+            add(cells[keep], at(cells[keep], frac[keep]), etype, None if vals is None else vals[keep])
+
+        count_events(self.n_use, self.n_use, "usage", lambda k, *_: np.round(np.exp(rng.normal(3.0, 0.6, size=k)), 1))
+        # value 1 = the customer engaged with the contact; beyond their tolerance they mostly ignore it
+        tol = np.repeat(self.tolerance, M)
+        count_events(n_mkt, self.n_mkt, "marketing_contact",
+                     lambda k, rank, cells: (rng.random(k) < np.where(rank < tol[cells], 0.6, 0.1)).astype(float))
+        opened = at(self.t_cell, self.t_when)
+        resolved = opened + (hours * 3600e6).astype(np.int64) * np.timedelta64(1, "us")
+        add(self.t_cell, opened, "ticket_opened")
+        add(self.t_cell, resolved, "ticket_resolved", np.round(hours, 2))
+        add(self.t_cell, resolved, "empathy_score", emp_score)
+        csat = self.t_csat_u < 0.4
+        csat_score = _clip_score(2.2 + 1.2 * (hours < 24) + 0.5 * (emp_score - 3) - 1.0 * reopened + self.t_csat_noise)
+        add(self.t_cell[csat], resolved[csat] + _HOUR, "csat", csat_score[csat])
+        add(self.t_cell[reopened], resolved[reopened] + 30 * _HOUR, "ticket_reopened")
+        p = self.t_promise
+        due = opened[p] + self.t_due_days[p] * _DAY
+        add(self.t_cell[p], opened[p], "promise_made", self.t_due_days[p])
+        add(self.t_cell[p & t_kept], opened[p & t_kept] + self.t_due_days[p & t_kept] * _DAY - _HOUR, "promise_kept")
+        add(self.t_cell[p & ~t_kept], opened[p & ~t_kept] + self.t_due_days[p & ~t_kept] * _DAY, "promise_broken")
+        del due
+        s_made = at(self.s_cell, self.s_when)
+        add(self.s_cell, s_made, "promise_made", self.s_due_days)
+        add(self.s_cell[s_kept], s_made[s_kept] + self.s_due_days[s_kept] * _DAY - _HOUR, "promise_kept")
+        add(self.s_cell[~s_kept], s_made[~s_kept] + self.s_due_days[~s_kept] * _DAY, "promise_broken")
+        cells = np.flatnonzero(self.price_rise.ravel())
+        ann = announced.ravel()[cells]
+        ts = at(cells, rng.random(cells.size))
+        pct = np.round(self.price_pct.ravel()[cells], 1)
+        add(cells[ann], ts[ann], "price_change_announced", pct[ann])
+        add(cells[~ann], ts[~ann], "price_change_unannounced", pct[~ann])
+        cells = np.flatnonzero(self.fee.ravel())
+        add(cells, at(cells, rng.random(cells.size)), "surprise_fee", self.fee_amount.ravel()[cells])
+        cells = np.flatnonzero(self.privacy.ravel())
+        add(cells, at(cells, rng.random(cells.size)), "privacy_incident")
+        cells = np.flatnonzero(referral.ravel())
+        add(cells, at(cells, rng.random(cells.size)), "referral_given")
+        cust = np.nonzero(has)[0]
+        add(cust, churn_ts[cust], "cancellation", by_cell=False)
+        c = np.concatenate(out_c)
+        t = np.concatenate(out_t)
+        keep = (t < end_ts[c]) | ((np.concatenate(out_e) == code["cancellation"]))
+        return dict(customer=c[keep], timestamp=t[keep], event=np.concatenate(out_e)[keep], value=np.concatenate(out_v)[keep])
+
+    def tables(self, policy: Policy) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        grids, ev = self.play(policy)
+        n, M = self.n, self.M
+        ids = np.array([f"C{self.first_id + i:07d}" for i in range(n)])
+        referred = np.where(self.channel == 2, np.floor(self.referred_by_draw * np.maximum(self.first_id + np.arange(n), 1)).astype(int), -1)
+        referred_by = [f"C{r:07d}" if r >= 0 and r < self.first_id + i else None for i, r in enumerate(referred)]
+        customers = pl.DataFrame({
+            "customer_id": ids,
+            "signup_date": self.signup_ts.astype("datetime64[D]"),
+            "plan": np.array(PLANS)[self.plan],
+            "monthly_price": np.round(self.price0, 2),  # price at signup; changes are events
+            "channel": np.array(CHANNELS)[self.channel],
+            "referred_by": referred_by,
+        }, schema_overrides={"referred_by": pl.String})
+        events = pl.DataFrame({
+            "customer_id": ids[ev["customer"]],
+            "timestamp": ev["timestamp"],
+            "event_type": pl.Series(np.array(list(EVENT_TYPES))[ev["event"]]).cast(EVENT_TYPE_DTYPE),
+            "value": ev["value"],
+        }).with_columns(pl.col("value").fill_nan(None)).sort("customer_id", "timestamp", "event_type", "value", nulls_last=True)
+        # truth: one row per customer-month while the customer is active at the month start
+        alive = grids["active"] & (np.arange(M)[None, :] <= grids["first_churn_month"][:, None])
+        at_start = alive & (self.months[None, :M] > self.signup_ts[:, None])
+        ii, mm = np.nonzero(at_start)
+        truth = pl.DataFrame({
+            "customer_id": ids[ii],
+            "month_start": self.months[mm].astype("datetime64[D]"),
+            "churn_prob": grids["hazard"][ii, mm],
+            "logit": grids["logit"][ii, mm],
+            **{f"contrib_{p}": grids["contrib"][p][ii, mm] for p in sorted(grids["contrib"])},
+            "churned_this_month": grids["first_churn_month"][ii] == mm,
+        })
+        return customers, events, truth
+
+
+def _blocks(n_customers: int):
+    for b, first in enumerate(range(0, n_customers, CHUNK_SIZE)):
+        yield b, first, min(CHUNK_SIZE, n_customers - first)
+
+
+def simulate(n_customers: int = 20_000, n_months: int = 24, seed: int = 0, *,
+             policy: Policy = Policy(), config: SimConfig = SimConfig(), progress: bool = False) -> World:
+    """Simulate `n_customers` over `n_months` (in memory). Same seed, same bytes."""
+    if n_customers < 1 or n_months < 3:
+        raise ValueError(f"need n_customers >= 1 and n_months >= 3, got {n_customers} and {n_months}")
+    parts = [_Block(first + 1, n, n_months, seed, b, config).tables(policy) for b, first, n in _iter(n_customers, progress)]
+    c, e, t = (pl.concat([p[k] for p in parts]) for k in range(3))
+    return World(c, e, t, config, policy, seed, n_months)
+
+
+def _iter(n_customers, progress):
+    blocks = list(_blocks(n_customers))
+    if progress:
+        from tqdm.auto import tqdm
+        return tqdm(blocks, desc="simulating", unit="block")
+    return blocks
+
+
+def true_effects(n_customers: int, n_months: int, seed: int, policies: dict[str, Policy], *,
+                 config: SimConfig = SimConfig()) -> pl.DataFrame:
+    """True individual effects: churn probability under each policy minus as observed, per customer-month.
+
+    Common random numbers: every draw is shared, only the policy differs.
+    """
+    out = []
+    for b, first, n in _blocks(n_customers):
+        block = _Block(first + 1, n, n_months, seed, b, config)
+        _, _, base = block.tables(Policy())
+        cols = [base.select("customer_id", "month_start", pl.col("churn_prob").alias("churn_prob_observed"))]
+        for name, pol in policies.items():
+            grids, _ = block.play(pol)
+            _, _, t = block.tables(pol)
+            cols.append(base.select("customer_id", "month_start").join(
+                t.select("customer_id", "month_start", pl.col("churn_prob").alias(f"churn_prob_{name}")),
+                on=["customer_id", "month_start"], how="left"))
+        df = cols[0]
+        for extra in cols[1:]:
+            df = df.join(extra, on=["customer_id", "month_start"], how="left", maintain_order="left")
+        out.append(df)
+    df = pl.concat(out)
+    return df.with_columns([(pl.col(f"churn_prob_{k}") - pl.col("churn_prob_observed")).alias(f"effect_{k}") for k in policies])
+
+
+def write_world(world: World, out: str | Path) -> Path:
+    """Write customers, events and truth as parquet under `out` (created; written to a temp dir then moved)."""
+    import json
+    import shutil
+    import tempfile
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".trustml-", dir=out.parent))
+    try:
+        world.customers.write_parquet(tmp / "customers.parquet")
+        world.events.write_parquet(tmp / "events.parquet")
+        world.truth.write_parquet(tmp / "truth.parquet")
+        (tmp / "world.json").write_text(json.dumps({
+            "seed": world.seed, "n_months": world.n_months, "n_customers": world.customers.height,
+            "policy": dataclasses.asdict(world.policy), "as_of": world.as_of.isoformat()}, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_world(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Read the contract tables (customers, events) written by `write_world` or `trustml simulate`."""
+    path = Path(path)
+    return pl.read_parquet(path / "customers.parquet"), pl.read_parquet(path / "events.parquet")
