@@ -4,7 +4,7 @@ import pytest
 
 from trustml.features import Snapshots, build_features
 from trustml.model import train
-from trustml.simulate import simulate
+from trustml.simulator import simulate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,12 +5,12 @@ tables -> snapshots/features -> model -> explanations -> economics, one module p
 
 from trustml.contract import ContractError, validate
 from trustml.economics import retention_economics
-from trustml.explain import explain, pillar_explanation, pillar_importance, reason_codes
+from trustml.explanations import explain, pillar_explanation, pillar_importance, reason_codes
 from trustml.features import DEFAULT_SPEC, FeatureRegistry, FeatureSpec, FeatureTable, Snapshots, build_features
 from trustml.model import ChurnModel, TrainedModel, temporal_split, train
 from trustml.pillars import EVENT_TYPES, PILLARS
 from trustml.privacy import pseudonymise
-from trustml.simulate import Policy, simulate, true_effects
+from trustml.simulator import Policy, simulate, true_effects
 
 __version__ = "0.1.0"
 __all__ = ["ContractError", "validate", "retention_economics", "explain", "pillar_explanation", "pillar_importance",

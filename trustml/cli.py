@@ -10,15 +10,17 @@ __all__ = ["main"]
 
 
 def _simulate(a):
-    from trustml.simulate import simulate, write_world
-    world = simulate(a.customers, a.months, a.seed, progress=not a.quiet)
-    write_world(world, a.out)
-    print(f"wrote {world.customers.height:,} customers, {world.events.height:,} events and the truth to {a.out}")
+    import json
+
+    from trustml.simulator import simulate_to_dir
+    out = simulate_to_dir(a.customers, a.months, a.seed, a.out, progress=not a.quiet)
+    meta = json.loads((out / "world.json").read_text())
+    print(f"wrote {meta['n_customers']:,} customers, {meta['n_events']:,} events and the truth to {out}")
 
 
 def _features(a):
     from trustml.features import Snapshots, build_features
-    from trustml.simulate import read_world
+    from trustml.simulator import read_world
     customers, events = read_world(a.data)
     snaps = Snapshots(every=a.every, horizon=a.horizon, lead=a.lead, churn=a.churn)
     table = build_features(customers, events, snaps)
@@ -62,7 +64,7 @@ def _evaluate(a):
 def _explain(a):
     import polars as pl
 
-    from trustml.explain import explain, explanations_frame, pillar_importance
+    from trustml.explanations import explain, explanations_frame, pillar_importance
     from trustml.features import FeatureTable
     from trustml.model import TrainedModel
     table = FeatureTable.read(a.features)

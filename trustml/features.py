@@ -9,7 +9,7 @@ expected direction) that explanations, what-if sliders, monotone constraints and
 
 Examples
 --------
->>> from trustml.simulate import simulate
+>>> from trustml.simulator import simulate
 >>> world = simulate(300, 12, seed=3)
 >>> table = build_features(world.customers, world.events, Snapshots(every="3mo"))
 >>> table.frame.columns[:3]
@@ -480,7 +480,8 @@ def _next_activity(future: pl.LazyFrame, dates: list[dt.date]) -> pl.LazyFrame:
     snaps = pl.LazyFrame({"snapshot_date": dates}).with_columns(_ts=pl.col("snapshot_date").cast(pl.Datetime("us")))
     keys = future.select("customer_id").unique().join(snaps, how="cross").sort("_ts")
     nxt = future.sort("_ts").with_columns(_next_ts=pl.col("_ts"))
-    return keys.join_asof(nxt, on="_ts", by="customer_id", strategy="forward").select("customer_id", "snapshot_date", "_next_ts")
+    # both sides are sorted by _ts globally, hence within each customer too
+    return keys.join_asof(nxt, on="_ts", by="customer_id", strategy="forward", check_sortedness=False).select("customer_id", "snapshot_date", "_next_ts")
 
 
 def _next_month(d: dt.date) -> dt.date:

@@ -5,7 +5,7 @@ Examples
 --------
 >>> result = run_simulated(n_customers=1500, n_months=15, seed=0, out=None, truth_checks=False)
 >>> sorted(result)[:3]
-['comparison', 'economics', 'features']
+['comparison', 'economics', 'explanation']
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import polars as pl
 from trustml.contract import validate
 from trustml.economics import customer_value, retention_economics
 from trustml.evaluate import compare_models
-from trustml.explain import explain, explanations_frame, pillar_importance, truthfulness
+from trustml.explanations import explain, explanations_frame, pillar_importance, truthfulness
 from trustml.features import Snapshots, build_features
 from trustml.model import fingerprint, train
-from trustml.simulate import simulate
+from trustml.simulator import simulate
 
 __all__ = ["run_simulated", "model_card"]
 

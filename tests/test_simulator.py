@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from trustml.contract import validate
-from trustml.simulate import Policy, SimConfig, read_world, simulate, true_effects, write_world
+from trustml.simulator import Policy, SimConfig, read_world, simulate, true_effects, write_world
 
 
 def _bytes(df: pl.DataFrame) -> bytes:
@@ -63,7 +63,7 @@ def test_contact_fatigue_is_non_monotone(effects):
 
 
 def test_fast_empathetic_resolution_can_leave_trust_higher_than_before():
-    from trustml.simulate import _Block
+    from trustml.simulator import _Block
     block = _Block(1, 2000, 12, seed=1, block=0, cfg=SimConfig())
     grids, _ = block.play(Policy(resolution_speedup=100.0, empathy_boost=2.0))
     base, _ = block.play(Policy())
@@ -82,7 +82,17 @@ def test_write_and_read_round_trip(tmp_path, world):
     out = write_world(world, tmp_path / "w")
     customers, events = read_world(out)
     assert customers.equals(world.customers) and events.equals(world.events)
-    assert (out / "truth.parquet").exists() and (out / "world.json").exists()
+    assert (out / "truth").is_dir() and (out / "world.json").exists()
+
+
+def test_streaming_writer_gives_the_same_tables(tmp_path, monkeypatch):
+    import trustml.simulator as sim
+    monkeypatch.setattr(sim, "CHUNK_SIZE", 400)  # several blocks
+    out = sim.simulate_to_dir(1000, 12, 4, tmp_path / "s")
+    assert len(list((out / "events").iterdir())) == 3
+    c, e = read_world(out)
+    w = sim.simulate(1000, 12, 4)
+    assert c.equals(w.customers) and e.equals(w.events) and sim.read_truth(out).equals(w.truth)
 
 
 def test_bad_sizes_are_refused():

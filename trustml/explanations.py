@@ -6,7 +6,7 @@ Reason codes convert to the probability scale a retention team reads (see `reaso
 
 Examples
 --------
->>> from trustml.simulate import simulate
+>>> from trustml.simulator import simulate
 >>> from trustml.features import build_features, Snapshots
 >>> from trustml.model import train
 >>> w = simulate(2000, 18, seed=2)
@@ -185,7 +185,7 @@ def truthfulness(trained: TrainedModel, frame: pl.DataFrame, truth: pl.DataFrame
     """
     from scipy.stats import spearmanr
 
-    from trustml.simulate import Policy, true_effects
+    from trustml.simulator import Policy, true_effects
     reg = trained.registry
     expl = expl if expl is not None else explain(trained, frame)
     pe = pillar_explanation(expl, reg)

@@ -23,7 +23,7 @@ Examples
 >>> world.customers.height
 500
 >>> sorted(world.truth.columns)[:3]
-['churn_prob', 'contrib_account', 'contrib_advocacy']
+['churn_prob', 'churned_this_month', 'contrib_account']
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from scipy.special import expit
 
 from trustml.pillars import EVENT_TYPES, TRUST_PILLARS
 
-__all__ = ["Policy", "SimConfig", "World", "simulate", "true_effects", "write_world", "read_world",
+__all__ = ["Policy", "SimConfig", "World", "simulate", "simulate_to_dir", "true_effects", "write_world", "read_world", "read_truth",
            "EVENT_TYPE_DTYPE", "CHUNK_SIZE"]
 
 EVENT_TYPE_DTYPE = pl.Enum(list(EVENT_TYPES))
@@ -403,21 +403,22 @@ def true_effects(n_customers: int, n_months: int, seed: int, policies: dict[str,
     return df.with_columns([(pl.col(f"churn_prob_{k}") - pl.col("churn_prob_observed")).alias(f"effect_{k}") for k in policies])
 
 
-def write_world(world: World, out: str | Path) -> Path:
-    """Write customers, events and truth as parquet under `out` (created; written to a temp dir then moved)."""
+def _write_parts(out: Path, parts, meta: dict) -> Path:
+    """Write (customers, events, truth) blocks as parquet parts into a temp dir, then move it to `out`."""
     import json
     import shutil
     import tempfile
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".trustml-", dir=out.parent))
     try:
-        world.customers.write_parquet(tmp / "customers.parquet")
-        world.events.write_parquet(tmp / "events.parquet")
-        world.truth.write_parquet(tmp / "truth.parquet")
-        (tmp / "world.json").write_text(json.dumps({
-            "seed": world.seed, "n_months": world.n_months, "n_customers": world.customers.height,
-            "policy": dataclasses.asdict(world.policy), "as_of": world.as_of.isoformat()}, indent=2))
+        n_customers = n_events = 0
+        for k, (customers, events, truth) in enumerate(parts):
+            for name, df in (("customers", customers), ("events", events), ("truth", truth)):
+                (tmp / name).mkdir(exist_ok=True)
+                df.write_parquet(tmp / name / f"part-{k:05d}.parquet")
+            n_customers += customers.height
+            n_events += events.height
+        (tmp / "world.json").write_text(json.dumps({**meta, "n_customers": n_customers, "n_events": n_events}, indent=2))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -427,7 +428,35 @@ def write_world(world: World, out: str | Path) -> Path:
     return out
 
 
-def read_world(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Read the contract tables (customers, events) written by `write_world` or `trustml simulate`."""
+def write_world(world: World, out: str | Path) -> Path:
+    """Write a simulated world's customers, events and truth as parquet under `out`."""
+    meta = {"seed": world.seed, "n_months": world.n_months, "policy": dataclasses.asdict(world.policy),
+            "as_of": world.as_of.isoformat()}
+    return _write_parts(Path(out), [(world.customers, world.events, world.truth)], meta)
+
+
+def simulate_to_dir(n_customers: int, n_months: int, seed: int, out: str | Path, *, policy: Policy = Policy(),
+                    config: SimConfig = SimConfig(), progress: bool = False) -> Path:
+    """Simulate block by block straight to parquet: memory stays bounded by one block of customers.
+
+    Writes the same bytes as `write_world(simulate(...))` would hold, split into one part per block.
+    """
+    if n_customers < 1 or n_months < 3:
+        raise ValueError(f"need n_customers >= 1 and n_months >= 3, got {n_customers} and {n_months}")
+    as_of = _month_starts(config.start, n_months + 1)[-1].astype(dt.datetime)
+    parts = (_Block(first + 1, n, n_months, seed, b, config).tables(policy) for b, first, n in _iter(n_customers, progress))
+    meta = {"seed": seed, "n_months": n_months, "policy": dataclasses.asdict(policy), "as_of": as_of.isoformat()}
+    return _write_parts(Path(out), parts, meta)
+
+
+def read_world(path: str | Path, *, lazy: bool = False):
+    """Read the contract tables (customers, events) written by `write_world`, `simulate_to_dir` or `trustml simulate`."""
     path = Path(path)
-    return pl.read_parquet(path / "customers.parquet"), pl.read_parquet(path / "events.parquet")
+    if not (path / "events").is_dir() or not (path / "customers").is_dir():
+        raise FileNotFoundError(f"{path}: not a simulated world (expected customers/ and events/ parquet folders)")
+    scan = [pl.scan_parquet(path / name / "*.parquet") for name in ("customers", "events")]
+    return tuple(scan) if lazy else tuple(s.collect() for s in scan)
+
+
+def read_truth(path: str | Path) -> pl.DataFrame:
+    return pl.read_parquet(Path(path) / "truth" / "*.parquet")
