@@ -122,3 +122,12 @@ def test_cdnow_by_inactivity():
     assert lab.height > 10_000
     assert 0.5 < lab["churned"].mean() < 0.98  # most CDNOW customers never come back
     assert set(t.registry.pillars) == {"engagement", "account"}
+
+
+def test_lead_time_shifts_the_label_window(world):
+    lead = build_features(world.customers, world.events, Snapshots(lead="1mo"), as_of=world.as_of)
+    truth = world.truth.select("customer_id", "month_start", "churned_this_month")
+    # label at d with a one-month lead = churn in the month after d's month
+    nxt = truth.with_columns(pl.col("month_start").dt.offset_by("-1mo").alias("snapshot_date"))
+    j = lead.labelled().join(nxt, on=["customer_id", "snapshot_date"], how="left")
+    assert (j["churned"] == j["churned_this_month"].fill_null(False).cast(pl.Int8)).all()

@@ -452,7 +452,8 @@ def build_features(
     snap = pl.col("snapshot_date").cast(pl.Datetime("us"))
     if snapshots.churn == "cancellation":
         lz = lz.join(cancel, on="customer_id", how="left")
-        active = pl.col("_cancel_ts").is_null() | (pl.col("_cancel_ts") >= snap)
+        # a customer who cancels inside the lead window is already lost: no label to learn from
+        active = pl.col("_cancel_ts").is_null() | (pl.col("_cancel_ts") >= horizon_start)
         churned = pl.col("_cancel_ts").is_not_null() & (pl.col("_cancel_ts") >= horizon_start) & (pl.col("_cancel_ts") < horizon_end)
     else:
         # the label looks only at the future window [start, end)
