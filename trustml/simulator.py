@@ -179,7 +179,6 @@ class _Block:
         s_idx = np.repeat(np.arange(n * M), self.n_sales_promise.ravel())
         self.s_cell, self.s_when = s_idx, r_sales.random(s_idx.size)
         self.s_keep_u, self.s_due_days = r_sales.random(s_idx.size), r_sales.integers(3, 15, size=s_idx.size)
-        self.r_time = r_time  # only for within-month timestamps of count events
         self.time_seed = int(r_time.integers(2**63))
 
     # --------------------------------------------------------------------------------------
@@ -214,7 +213,6 @@ class _Block:
         # trust recursion; referrals depend on trust and reinforce it
         w = dict(cfg.pillar_weights)
         T = {p: np.zeros((n, M)) for p in TRUST_PILLARS}
-        T["advocacy"][:, 0] = 0.0
         referral = np.zeros((n, M), dtype=bool)
         start_adv = np.where(self.channel == 2, 0.6, 0.0)
         for m in range(M):
@@ -292,11 +290,9 @@ class _Block:
         add(self.t_cell[csat], resolved[csat] + _HOUR, "csat", csat_score[csat])
         add(self.t_cell[reopened], resolved[reopened] + 30 * _HOUR, "ticket_reopened")
         p = self.t_promise
-        due = opened[p] + self.t_due_days[p] * _DAY
         add(self.t_cell[p], opened[p], "promise_made", self.t_due_days[p])
         add(self.t_cell[p & t_kept], opened[p & t_kept] + self.t_due_days[p & t_kept] * _DAY - _HOUR, "promise_kept")
         add(self.t_cell[p & ~t_kept], opened[p & ~t_kept] + self.t_due_days[p & ~t_kept] * _DAY, "promise_broken")
-        del due
         s_made = at(self.s_cell, self.s_when)
         add(self.s_cell, s_made, "promise_made", self.s_due_days)
         add(self.s_cell[s_kept], s_made[s_kept] + self.s_due_days[s_kept] * _DAY - _HOUR, "promise_kept")
@@ -390,7 +386,6 @@ def true_effects(n_customers: int, n_months: int, seed: int, policies: dict[str,
         _, _, base = block.tables(Policy())
         cols = [base.select("customer_id", "month_start", pl.col("churn_prob").alias("churn_prob_observed"))]
         for name, pol in policies.items():
-            grids, _ = block.play(pol)
             _, _, t = block.tables(pol)
             cols.append(base.select("customer_id", "month_start").join(
                 t.select("customer_id", "month_start", pl.col("churn_prob").alias(f"churn_prob_{name}")),
