@@ -7,7 +7,6 @@ import time
 import warnings
 
 import numpy as np
-import polars as pl
 import shap
 
 from trustml.explanations import explain

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -488,7 +488,3 @@ def _next_activity(future: pl.LazyFrame, dates: list[dt.date]) -> pl.LazyFrame:
 def _next_month(d: dt.date) -> dt.date:
     return dt.date(d.year + d.month // 12, d.month % 12 + 1, 1)
 
-
-def with_spec(spec: Sequence[FeatureSpec], **changes) -> tuple[FeatureSpec, ...]:
-    """A copy of `spec` with fields changed on every entry (e.g. actionable=False)."""
-    return tuple(replace(s, **changes) for s in spec)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from trustml.contract import validate
@@ -21,7 +20,7 @@ from trustml.economics import customer_value, retention_economics
 from trustml.evaluate import compare_models
 from trustml.explanations import explain, explanations_frame, pillar_importance, truthfulness
 from trustml.features import Snapshots, build_features
-from trustml.model import fingerprint, train
+from trustml.model import train
 from trustml.simulator import simulate
 
 __all__ = ["run_simulated", "model_card"]
@@ -80,7 +79,7 @@ def model_card(result: dict) -> dict:
         "model": "LightGBM churn classifier (trustml.ChurnModel), isotonic calibration on later snapshots",
         "data": {"source": "trustml trust-world simulator", "seed": result["world"].seed,
                  "customers": result["world"].customers.height, "events": result["world"].events.height,
-                 "fingerprint": fingerprint(table.frame), "rows": table.frame.height,
+                 "fingerprint": trained.metadata["trained_on"]["fingerprint"], "rows": table.frame.height,
                  "snapshots": f"every {table.snapshots.every}, label = cancellation within {table.snapshots.horizon}"},
         "split": trained.metadata["trained_on"],
         "features": [{"name": f.name, "pillar": f.pillar, "actionable": f.actionable} for f in reg],
