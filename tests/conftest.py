@@ -31,3 +31,9 @@ def table(world):
 @pytest.fixture(scope="session")
 def trained(table):
     return train(table)
+
+
+@pytest.fixture(scope="session")
+def model(trained):
+    """The fitted TrainedModel alone (the `trained` fixture is (model, split))."""
+    return trained[0]

@@ -1,19 +1,25 @@
 """trustml: churn and retention prediction organised by customer-trust pillars.
 
-tables -> snapshots/features -> model -> explanations -> economics, one module per stage.
+tables -> snapshots/features -> model -> explanations -> what-if -> reports, one module per stage.
+`Study` runs them on the simulated trust world or on your own data read through a mapping.
 """
 
 from trustml.contract import ContractError, validate
-from trustml.economics import retention_economics
+from trustml.economics import Assumptions, retention_economics
+from trustml.explorer import Explorer
 from trustml.explanations import explain, pillar_explanation, pillar_importance, reason_codes
 from trustml.features import DEFAULT_SPEC, FeatureRegistry, FeatureSpec, FeatureTable, Snapshots, build_features
+from trustml.mapping import Mapping, load_mapping
 from trustml.model import ChurnModel, TrainedModel, temporal_split, train
 from trustml.pillars import EVENT_TYPES, PILLARS
 from trustml.privacy import pseudonymise
 from trustml.simulator import Policy, simulate, true_effects
+from trustml.study import Study, setup_notebook
+from trustml.whatif import LeverCost, campaign, cheapest_plan, levers, what_if
 
-__version__ = "0.1.0"
-__all__ = ["ContractError", "validate", "retention_economics", "explain", "pillar_explanation", "pillar_importance",
-           "reason_codes", "DEFAULT_SPEC", "FeatureRegistry", "FeatureSpec", "FeatureTable", "Snapshots", "build_features",
-           "ChurnModel", "TrainedModel", "temporal_split", "train", "EVENT_TYPES", "PILLARS", "pseudonymise",
-           "Policy", "simulate", "true_effects"]
+__version__ = "0.2.0"
+__all__ = ["ContractError", "validate", "Assumptions", "retention_economics", "explain", "pillar_explanation",
+           "pillar_importance", "reason_codes", "DEFAULT_SPEC", "FeatureRegistry", "FeatureSpec", "FeatureTable",
+           "Snapshots", "build_features", "Mapping", "load_mapping", "ChurnModel", "TrainedModel", "temporal_split",
+           "train", "EVENT_TYPES", "PILLARS", "pseudonymise", "Policy", "simulate", "true_effects", "Study",
+           "setup_notebook", "Explorer", "LeverCost", "campaign", "cheapest_plan", "levers", "what_if"]

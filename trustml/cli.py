@@ -36,8 +36,8 @@ def _train(a):
     table = FeatureTable.read(a.features)
     trained, split = train(table, calibration=None if a.calibration == "none" else a.calibration, monotone=a.monotone)
     trained.save(a.out)
-    print(f"trained on {len(split.train)} snapshots ({split.train[0]} .. {split.train[-1]}), "
-          f"{trained.model.n_iter_} trees; calibrated on {', '.join(map(str, split.calibrate))}; saved to {a.out}")
+    print(f"trained {trained.model.n_iter_} trees on {trained.metadata['trained_on']['rows']:,} rows "
+          f"({split.describe()}); saved to {a.out}")
 
 
 def _evaluate(a):
@@ -45,15 +45,10 @@ def _evaluate(a):
 
     from trustml.evaluate import compare_models
     from trustml.features import FeatureTable
-    from trustml.model import TemporalSplit, TrainedModel
+    from trustml.model import TrainedModel, split_from_metadata
     table = FeatureTable.read(a.features)
     trained = TrainedModel.load(a.model)
-    on = trained.metadata["trained_on"]
-    dates = sorted(table.labelled()["snapshot_date"].unique().to_list())
-    test = tuple(d for d in dates if str(d) in on["test_snapshots"])
-    cal = tuple(d for d in dates if str(d) in on["calibration_snapshots"])
-    train_dates = tuple(d for d in dates if on["snapshots"][0] <= str(d) <= on["snapshots"][1])
-    comp = compare_models(table, TemporalSplit(train_dates, cal, test), trained)
+    comp = compare_models(table, split_from_metadata(table, trained.metadata["trained_on"]), trained)
     with pl.Config(tbl_hide_dataframe_shape=True, tbl_width_chars=140):
         print(comp)
     if a.out:
@@ -78,14 +73,32 @@ def _explain(a):
 
 
 def _report(a):
-    from trustml.pipeline import run_simulated
-    run_simulated(a.customers, a.months, a.seed, out=a.out, progress=not a.quiet, echo=print)
-    print(f"\nresults, model and model card in {a.out}/")
+    from trustml.report import run_report
+    index = run_report(a.out, data=a.data, mapping=a.mapping, n_customers=a.customers, n_months=a.months, seed=a.seed,
+                       notebooks=a.notebooks, progress=not a.quiet)
+    print(f"report: {index} (HTML per notebook, model card, results/)")
+
+
+def _playbook(a):
+    import polars as pl
+
+    from trustml.features import FeatureTable
+    from trustml.mapping import value_of
+    from trustml.model import TrainedModel
+    from trustml.whatif import LeverCost, campaign, levers
+    table = FeatureTable.read(a.features)
+    trained = TrainedModel.load(a.model)
+    latest = table.frame.filter(pl.col("snapshot_date") == table.frame["snapshot_date"].max())
+    value, note = value_of(latest, None, float(table.labelled()["churned"].mean()))
+    plan = campaign(trained, latest, value, top_n=a.top, costs={lv.name: LeverCost(a.cost) for lv in levers(trained.registry)})
+    (plan.write_parquet if a.out.endswith(".parquet") else plan.write_csv)(a.out)
+    print(f"wrote the {plan.height} riskiest customers with their best action to {a.out}; {note}; cost per lever {a.cost:g}")
 
 
 def _lab(a):
     import subprocess
-    nb = Path(a.notebooks)
+    from trustml.report import suite_dir
+    nb = Path(a.notebooks) if a.notebooks else suite_dir()
     if not nb.is_dir():
         sys.exit(f"trustml lab: no notebooks folder at {nb}")
     sys.exit(subprocess.call([sys.executable, "-m", "jupyterlab", f"--notebook-dir={nb}"] + (["--no-browser"] if a.no_browser else [])))
@@ -133,16 +146,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(run=_explain)
 
-    s = sub.add_parser("report", help="the main job: simulate, model, explain, economics; results in one folder")
-    s.add_argument("--customers", type=int, default=20_000)
-    s.add_argument("--months", type=int, default=24)
+    s = sub.add_parser("report", help="the main job: run the notebook suite on the data; HTML reports, model card, results")
+    s.add_argument("--data", help="your data file (CSV, text or parquet); default: the simulated trust world")
+    s.add_argument("--mapping", help="mapping file (TOML/YAML) for --data, or a shipped one: telco, cdnow")
+    s.add_argument("--customers", type=int, default=5000, help="simulated customers (default 5000)")
+    s.add_argument("--months", type=int, default=24, help="simulated months (default 24)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="out")
+    s.add_argument("--notebooks", help="notebook suite folder (default: the repository's notebooks/)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(run=_report)
 
+    s = sub.add_parser("playbook", help="the riskiest customers with the action of highest expected value, to CSV/parquet")
+    s.add_argument("--features", required=True)
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", required=True, help="CSV, or parquet if the name ends in .parquet")
+    s.add_argument("--top", type=int, default=100)
+    s.add_argument("--cost", type=float, default=10.0, help="cost of pulling one lever for one customer (default 10)")
+    s.set_defaults(run=_playbook)
+
     s = sub.add_parser("lab", help="open JupyterLab on the notebook suite")
-    s.add_argument("--notebooks", default="notebooks")
+    s.add_argument("--notebooks", help="folder (default: the repository's notebooks/)")
     s.add_argument("--no-browser", action="store_true")
     s.set_defaults(run=_lab)
     return p
@@ -154,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ContractError, ModelMismatchError, FileNotFoundError, ValueError) as e:
+    except (ContractError, ModelMismatchError, FileNotFoundError, ValueError, RuntimeError) as e:
         sys.exit(f"trustml {args.command}: {e}")
 
 

@@ -66,7 +66,7 @@ class Problem:
     examples: tuple = ()
 
     def __str__(self) -> str:
-        where = f"table '{self.table}'" + (f", column '{self.column}'" if self.column else "")
+        where = f"{'file' if '.' in self.table else 'table'} '{self.table}'" + (f", column '{self.column}'" if self.column else "")
         rows = ""
         if self.n_rows:
             rows = f" ({self.n_rows} row{'s' if self.n_rows != 1 else ''}"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-__all__ = ["Assumptions", "Economics", "retention_economics", "customer_value"]
+__all__ = ["Assumptions", "Economics", "retention_economics", "customer_value", "sensitivity"]
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,7 @@ class Assumptions:
         c = self.currency
         return [f"offer cost per targeted customer: {c}{self.offer_cost:,.2f}",
                 f"share of targeted churners an offer saves: {self.save_rate:.0%}",
-                f"replacing a lost customer costs {self.acquisition_multiple:g}x an offer ({c}{self.acquisition_multiple * self.offer_cost:,.2f})",
-                "customer value: monthly price x expected lifetime (1 / monthly churn rate), unless given"]
+                f"replacing a lost customer costs {self.acquisition_multiple:g}x an offer ({c}{self.acquisition_multiple * self.offer_cost:,.2f})"]
 
 
 @dataclass
@@ -94,3 +93,14 @@ def retention_economics(risk, value, assumptions: Assumptions | None = None, **k
     best = curve.row(int(np.argmax(profit)), named=True)
     plus_5pp = 0.05 * risk.size * float(np.mean(value) + replace)
     return Economics(curve, best, plus_5pp, a)
+
+
+def sensitivity(risk, value, *, save_rates=(0.1, 0.2, 0.3, 0.5), offer_costs=(10.0, 20.0, 50.0), **kw) -> pl.DataFrame:
+    """Best campaign profit, depth and ROI over a grid of save rates and offer costs: how much the answer leans on them."""
+    rows = []
+    for s in save_rates:
+        for c in offer_costs:
+            e = retention_economics(risk, value, Assumptions(offer_cost=c, save_rate=s, **kw))
+            rows.append({"save_rate": s, "offer_cost": c, "customers_targeted": e.best["customers_targeted"],
+                         "expected_profit": round(e.best["expected_profit"], 2), "roi": round(e.best["roi"], 3)})
+    return pl.DataFrame(rows)

@@ -21,10 +21,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from trustml.features import FeatureTable
-from trustml.model import TemporalSplit, train
+from trustml.model import CustomerSplit, TemporalSplit, train
 
 __all__ = ["metrics", "gains_table", "calibration_table", "roc_table", "compare_models", "backtest",
-           "rule_score", "fit_logistic", "plot_evaluation"]
+           "rule_score", "fit_logistic", "plot_evaluation", "cross_validate"]
 
 
 def metrics(y, p, *, probability: bool = True) -> dict[str, float | None]:
@@ -72,7 +72,12 @@ def roc_table(y, p) -> pl.DataFrame:
 def rule_score(frame: pl.DataFrame) -> np.ndarray:
     """A simple rule a retention team might use: recent tickets raise risk, tenure lowers it."""
     tickets = frame["ticket_opened__count_90d"].to_numpy() if "ticket_opened__count_90d" in frame.columns else 0.0
-    tenure = frame["tenure_days"].to_numpy() if "tenure_days" in frame.columns else 0.0
+    if "tenure_days" in frame.columns:
+        tenure = frame["tenure_days"].cast(pl.Float64).fill_null(0).to_numpy()
+    elif "tenure" in frame.columns:  # flat tables such as Telco: tenure in months
+        tenure = 30.0 * frame["tenure"].cast(pl.Float64).fill_null(0).to_numpy()
+    else:
+        tenure = 0.0
     return np.asarray(tickets + 1.0 / (1.0 + np.asarray(tenure) / 90.0), dtype=float)
 
 
@@ -86,7 +91,7 @@ def fit_logistic(train: pl.DataFrame, names: list[str], categorical: list[str]):
     return model.fit(train.select(names).to_pandas(), train["churned"].to_numpy())
 
 
-def compare_models(table: FeatureTable, split: TemporalSplit, trained, oracle: np.ndarray | None = None) -> pl.DataFrame:
+def compare_models(table: FeatureTable, split: TemporalSplit | CustomerSplit, trained, oracle: np.ndarray | None = None) -> pl.DataFrame:
     """The model beside its baselines (and the simulator's oracle, if given) on the same test snapshots."""
     tr, _, te = split.frames(table.labelled())
     y = te["churned"].to_numpy()
@@ -139,3 +144,24 @@ def plot_evaluation(y, p, *, label: str = "model", axes=None):
     for ax in axes:
         ax.legend(loc="best", fontsize=8)
     return axes
+
+
+def cross_validate(table: FeatureTable, folds: int = 5, seed: int = 0, **params) -> pl.DataFrame:
+    """Stratified k-fold ROC-AUC for one-row-per-customer tables (LightGBM with `train`'s defaults, and
+    logistic regression), one row per fold. For dated snapshots use `backtest`: never shuffle time.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    from trustml.model import TRAIN_DEFAULTS, ChurnModel
+    if table.frame["snapshot_date"].n_unique() > 1:
+        raise ValueError("cross_validate shuffles customers: for snapshots over time use backtest()")
+    lab = table.labelled()
+    y = lab["churned"].to_numpy()
+    X = lab.select(table.registry.names)
+    rows = []
+    for k, (tr, te) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y), 1):
+        model = ChurnModel(**{**TRAIN_DEFAULTS, **params}).fit(X[tr], y[tr])
+        lr = fit_logistic(lab[tr], table.registry.names, table.registry.categorical)
+        rows.append({"fold": k, "lightgbm_roc_auc": roc_auc_score(y[te], model.predict_proba(X[te])[:, 1]),
+                     "logistic_roc_auc": roc_auc_score(y[te], lr.predict_proba(X[te].to_pandas())[:, 1]), "n_test": len(te)})
+    return pl.DataFrame(rows)

@@ -32,13 +32,13 @@ from trustml.pillars import PILLARS
 from trustml.privacy import pseudonymise
 
 __all__ = ["explain", "pillar_explanation", "pillar_importance", "feature_importance", "cohort_pillars",
-           "reason_codes", "top_interactions", "explanations_frame"]
+           "reason_codes", "top_interactions", "explanations_frame", "truthfulness", "plot_pillar_importance", "plot_truth"]
 
 
 def explain(trained: TrainedModel, frame: pl.DataFrame, *, batch_size: int = 20_000, progress: bool = False) -> shap.Explanation:
     """Exact TreeSHAP values (log-odds of churn) for every row of `frame`, as a `shap.Explanation`."""
     X = trained.model.transform_matrix(trained._check(frame))
-    explainer = shap.TreeExplainer(trained.model.booster_)
+    explainer = trained.explainer()
     starts = range(0, len(X), batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -101,7 +101,7 @@ def _phrase(feature, value) -> str:
     if unit.startswith("share"):
         return f"{feature.description.rstrip('.')}: {value:.0%}"
     v = f"{value:,.3g}"
-    return f"{feature.description.rstrip('.')}: {v}" + (f" {unit}" if unit and unit not in ("events", "category") and not unit.startswith("share") else "")
+    return f"{feature.description.rstrip('.')}: {v}" + (f" {unit}" if unit and unit not in ("events", "category", "currency") and not unit.startswith("share") else "")
 
 
 def reason_codes(trained: TrainedModel, frame: pl.DataFrame, expl: shap.Explanation | None = None, *,
@@ -233,3 +233,27 @@ def truthfulness(trained: TrainedModel, frame: pl.DataFrame, truth: pl.DataFrame
     dis = lever_table.filter(~pl.col("agree")).with_columns(reason=pl.Series([why(i) for i in np.nonzero(~agree)[0]], dtype=pl.String))
     return {"pillars": pillars.sort("true_mean_abs_effect", descending=True), "spearman": rho, "levers": lever_table,
             "agreement": float(agree.mean()), "disagreements": dis}
+
+
+def plot_pillar_importance(pillars: pl.DataFrame, ax=None, title: str = "What drives churn risk, by trust pillar"):
+    """Horizontal bars of `pillar_importance`: mean |SHAP| per pillar, trust pillars coloured, context grey."""
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(7, 3.4))[1]
+    colors = ["#4c72b0" if PILLARS[p].is_trust else "#aaaaaa" for p in pillars["pillar"]]
+    ax.barh(pillars["label"].to_list(), pillars["mean_abs_shap"].to_list(), color=colors)
+    ax.invert_yaxis()
+    ax.set(title=title, xlabel="mean |SHAP| (log-odds of churn); grey = context, not a trust pillar")
+    return ax
+
+
+def plot_truth(truth: dict, ax=None):
+    """Each pillar's mean |SHAP| against its true mean |effect| in the simulator (log-odds)."""
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(5.5, 4))[1]
+    t = truth["pillars"]
+    ax.scatter(t["true_mean_abs_effect"], t["mean_abs_shap"], color="#4c72b0")
+    for x, y, label in zip(t["true_mean_abs_effect"], t["mean_abs_shap"], t["label"], strict=True):
+        ax.annotate(label, (x, y), fontsize=8, xytext=(4, 2), textcoords="offset points")
+    ax.set(title=f"Explanations vs truth (Spearman {truth['spearman']:.2f})",
+           xlabel="true mean |effect| in the simulator (log-odds)", ylabel="model's mean |SHAP| (log-odds)")
+    return ax

@@ -30,7 +30,7 @@ from trustml.contract import ContractError, Problem
 from trustml.pillars import EVENT_TYPES, PILLARS, pillar_of_event
 
 __all__ = ["FeatureSpec", "Feature", "FeatureRegistry", "Snapshots", "FeatureTable", "DEFAULT_SPEC",
-           "build_features", "snapshot_dates", "AGGREGATIONS"]
+           "build_features", "snapshot_dates", "AGGREGATIONS", "event_summary", "signal_profile", "plot_signal_profile"]
 
 AGGREGATIONS = ("count", "sum", "mean", "max", "days_since", "share", "trend", "decayed", "attribute")
 _UNITS = {"count": "events", "decayed": "events (recency-weighted)", "days_since": "days", "share": "share 0-1", "trend": "ratio (1 = steady)"}
@@ -146,8 +146,8 @@ class FeatureRegistry:
         return pl.DataFrame([{
             "feature": f.name, "pillar": f.pillar, "description": f.description, "unit": f.unit,
             "actionable": f.actionable, "direction": f.direction,
-            "valid_min": None if f.valid_range is None else float(f.valid_range[0]),
-            "valid_max": None if f.valid_range is None else float(f.valid_range[1])} for f in self.features],
+            "valid_min": None if f.valid_range is None or f.categorical else float(f.valid_range[0]),
+            "valid_max": None if f.valid_range is None or f.categorical else float(f.valid_range[1])} for f in self.features],
             schema_overrides={"valid_min": pl.Float64, "valid_max": pl.Float64})
 
     def to_dict(self) -> list[dict]:
@@ -266,8 +266,8 @@ class Snapshots:
     active_gap_days: int = 90
 
     def __post_init__(self):
-        if self.churn not in ("cancellation", "inactivity"):
-            raise ValueError(f"Snapshots.churn must be 'cancellation' or 'inactivity', got {self.churn!r}")
+        if self.churn not in ("cancellation", "inactivity", "label"):
+            raise ValueError(f"Snapshots.churn must be 'cancellation' or 'inactivity' ('label': a flat table's own column), got {self.churn!r}")
 
 
 @dataclass
@@ -459,9 +459,9 @@ def build_features(
         # the label looks only at the future window [start, end)
         active = pl.col("_last_activity").is_not_null() & (pl.col("_last_activity") >= snap - pl.duration(days=snapshots.active_gap_days))
         future = ev.filter(pl.col("event_type").is_in(activity)).select("customer_id", pl.col("timestamp").alias("_ts"))
-        lz = lz.join(_next_activity(future, dates), on=["customer_id", "snapshot_date"], how="left")
+        # first activity at or after the label window opens (activity inside the lead window does not count)
+        lz = lz.join(_next_activity(future, dates, snapshots.lead), on=["customer_id", "snapshot_date"], how="left")
         churned = pl.col("_next_ts").is_null() | (pl.col("_next_ts") >= horizon_end)
-        churned = churned & ~(pl.col("_next_ts") < horizon_start).fill_null(False)
     labelled = horizon_end <= pl.lit(as_of)
     lz = lz.filter(active)
     lz = lz.with_columns(churned=pl.when(labelled).then(churned.cast(pl.Int8)).otherwise(None))
@@ -473,12 +473,13 @@ def build_features(
     return FeatureTable(frame, registry, snapshots, as_of, dropped)
 
 
-def _next_activity(future: pl.LazyFrame, dates: list[dt.date]) -> pl.LazyFrame:
-    """First activity at or after each snapshot date, per customer (for inactivity labels).
+def _next_activity(future: pl.LazyFrame, dates: list[dt.date], lead: str = "0d") -> pl.LazyFrame:
+    """First activity at or after each label window's start (snapshot date + lead), per customer.
 
     A forward as-of join: it looks only at the future, which is what a label may do.
     """
-    snaps = pl.LazyFrame({"snapshot_date": dates}).with_columns(_ts=pl.col("snapshot_date").cast(pl.Datetime("us")))
+    snaps = pl.LazyFrame({"snapshot_date": dates}).with_columns(
+        _ts=pl.col("snapshot_date").dt.offset_by(lead).cast(pl.Datetime("us")))
     keys = future.select("customer_id").unique().join(snaps, how="cross").sort("_ts")
     nxt = future.sort("_ts").with_columns(_next_ts=pl.col("_ts"))
     # both sides are sorted by _ts globally, hence within each customer too
@@ -488,3 +489,42 @@ def _next_activity(future: pl.LazyFrame, dates: list[dt.date]) -> pl.LazyFrame:
 def _next_month(d: dt.date) -> dt.date:
     return dt.date(d.year + d.month // 12, d.month % 12 + 1, 1)
 
+
+
+def event_summary(events: pl.DataFrame) -> pl.DataFrame:
+    """Events per trust pillar and type: how many, how many customers, events per customer who has any."""
+    return (events.with_columns(pillar=pl.col("event_type").map_elements(
+                lambda t: pillar_of_event(t) if t in EVENT_TYPES else "other", return_dtype=pl.String))
+            .group_by("pillar", "event_type")
+            .agg(pl.len().alias("events"), pl.col("customer_id").n_unique().alias("customers"))
+            .with_columns(per_customer=(pl.col("events") / pl.col("customers")).round(2))
+            .sort("pillar", "events", descending=[False, True]))
+
+
+def signal_profile(table: FeatureTable, feature: str, bins: int = 8) -> pl.DataFrame:
+    """Observed churn rate by bins of one feature (labelled rows): the raw shape before any model.
+
+    Count features with few distinct values get one bin per value; others quantile bins.
+    """
+    lab = table.labelled().select(feature, "churned").drop_nulls(feature)
+    x = lab[feature]
+    if x.dtype == pl.String or x.n_unique() <= bins:
+        key = x.cast(pl.String) if x.dtype == pl.String else x
+        grouped = lab.with_columns(bin=key)
+    else:
+        grouped = lab.with_columns(bin=x.qcut(bins, allow_duplicates=True).cast(pl.String), _order=x)
+    out = grouped.group_by("bin").agg(pl.len().alias("rows"), pl.col("churned").mean().alias("churn_rate"),
+                                      pl.col(feature).min().alias("_lo"))
+    return out.sort("_lo").drop("_lo")
+
+
+def plot_signal_profile(profile: pl.DataFrame, feature: str, ax=None):
+    """Bar chart of `signal_profile`: churn rate per bin, with the number of rows on each bar."""
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(7, 3.2))[1]
+    ax.bar([str(b) for b in profile["bin"]], profile["churn_rate"], color="#4c72b0")
+    for i, (r, n) in enumerate(zip(profile["churn_rate"], profile["rows"], strict=True)):
+        ax.annotate(f"{n:,}", (i, r), ha="center", va="bottom", fontsize=7)
+    ax.set(title=f"Observed churn rate by {feature}", xlabel=feature, ylabel="churn rate in the label window")
+    ax.tick_params(axis="x", rotation=30, labelsize=7)
+    return ax

@@ -1,0 +1,116 @@
+import numpy as np
+import polars as pl
+import pytest
+from scipy.special import logit
+
+from trustml.explanations import explain
+from trustml.whatif import LeverCost, apply_levers, campaign, cheapest_plan, levers, what_if, whatif_vs_truth
+
+
+@pytest.fixture(scope="module")
+def latest(table):
+    return table.frame.filter(pl.col("snapshot_date") == table.frame["snapshot_date"].max())
+
+
+@pytest.fixture(scope="module")
+def broken_promise_row(latest):
+    return latest.filter(pl.col("promise_broken__count_90d") >= 2).head(1)
+
+
+def test_levers_come_from_the_registry_actionable_features_only(model):
+    lvs = levers(model.registry)
+    actionable = {f.name for f in model.registry.actionable()}
+    covered = {lv.primary for lv in lvs} | {f for lv in lvs for f in lv.linked}
+    assert covered == actionable
+    pb = next(lv for lv in lvs if lv.name == "promise_broken")
+    assert pb.primary == "promise_broken__count_90d" and (pb.low, pb.high) == (0.0, 5.0)
+    assert set(pb.linked) == {"promise_broken__share_180d", "promise_broken__decayed_365d_hl60"}
+
+
+def test_apply_levers_scales_linked_features_clips_and_never_modifies_input(model, broken_promise_row):
+    row = broken_promise_row
+    before = row.clone()
+    old = row["promise_broken__count_90d"][0]
+    half = apply_levers(row, {"promise_broken": old / 2}, model.registry)
+    assert row.equals(before)
+    ratio = 0.5
+    assert half["promise_broken__decayed_365d_hl60"][0] == pytest.approx(row["promise_broken__decayed_365d_hl60"][0] * ratio)
+    high = apply_levers(row, {"marketing_contact": 999}, model.registry)
+    assert high["marketing_contact__count_30d"][0] == 12.0  # the registry's valid range
+    with pytest.raises(KeyError, match="unknown lever"):
+        apply_levers(row, {"tenure_days": 1}, model.registry)  # not actionable
+
+
+def test_what_if_is_consistent_with_the_model_and_exactly_additive(model, broken_promise_row):
+    row = broken_promise_row
+    r = what_if(model, row, {"promise_broken": 0})
+    changed = apply_levers(row, {"promise_broken": 0}, model.registry)
+    assert r.risk_before == pytest.approx(float(model.predict_risk(row)[0]))
+    assert r.risk_after == pytest.approx(float(model.predict_risk(changed)[0]))
+    base = explain(model, changed).base_values[0]
+    assert base + r.pillars["after"].sum() == pytest.approx(float(model.log_odds(changed)[0]), abs=1e-6)
+    assert r.pillars.filter(pl.col("pillar") == "promises")["after"][0] < r.pillars.filter(pl.col("pillar") == "promises")["before"][0]
+    assert r.customer.startswith("cust-") and row["customer_id"][0] not in r.summary()
+    nothing = what_if(model, row, {})
+    assert nothing.risk_after == nothing.risk_before
+
+
+def test_cheapest_plan_reaches_the_target_and_matches_the_single_row_path(model, latest):
+    risk = model.predict_risk(latest)
+    row = latest[int(np.argmax(risk))]
+    target = float(risk.max()) * 0.6
+    plan = cheapest_plan(model, row, target=target)
+    assert plan["reached"] and plan["risk_after"] < target
+    # the batched search and the one-row path agree on the plan's risk
+    assert float(model.predict_risk(apply_levers(row, plan["settings"], model.registry))[0]) == pytest.approx(plan["risk_after"])
+    # cost is per lever (default fixed 10): no single lever reaches the target if the plan needs more
+    assert plan["cost"] == pytest.approx(10.0 * len(plan["settings"]))
+    if len(plan["settings"]) > 1:
+        for lv in levers(model.registry):
+            for v in lv.grid(row[lv.primary][0]):
+                assert model.predict_risk(apply_levers(row, {lv.name: v}, model.registry))[0] >= target
+    impossible = cheapest_plan(model, row, target=0.0)
+    assert not impossible["reached"] and impossible["risk_after"] <= plan["risk_after"]
+
+
+def test_costs_change_the_chosen_plan(model, latest):
+    row = latest[int(np.argmax(model.predict_risk(latest)))]
+    cheap = cheapest_plan(model, row, target=0.99)  # already below: no change is cheapest
+    assert cheap["settings"] == {} and cheap["cost"] == 0
+    plan = cheapest_plan(model, row, target=float(model.predict_risk(row)[0]) * 0.8)
+    (first,) = plan["settings"] if len(plan["settings"]) == 1 else (None,)
+    if first:
+        dearer = cheapest_plan(model, row, target=float(model.predict_risk(row)[0]) * 0.8, costs={first: LeverCost(fixed=1e6)})
+        assert first not in dearer["settings"]
+
+
+def test_campaign_ranks_by_expected_value_and_exports(model, latest, tmp_path):
+    value = np.full(latest.height, 400.0)
+    plan = campaign(model, latest, value, top_n=12)
+    assert plan.height == 12 and plan["rank"].to_list() == list(range(1, 13))
+    assert plan["expected_value"].is_sorted(descending=True)
+    acted = plan.filter(pl.col("action") != "no change")
+    assert np.allclose(acted["expected_value"], (acted["risk"] - acted["risk_after"]) * 400.0 - acted["cost"])
+    assert (plan.filter(pl.col("action") == "no change")["expected_value"] == 0).all()
+    assert plan["customer"].str.starts_with("cust-").all()
+    plan.write_csv(tmp_path / "p.csv")
+    assert pl.read_csv(tmp_path / "p.csv").height == 12
+    with pytest.raises(ValueError, match="repeats"):
+        campaign(model, pl.concat([latest.head(3), latest.head(3)]), 1.0, top_n=2)
+
+
+def test_whatif_effects_point_the_same_way_as_the_simulator_truth(model, table):
+    test = table.frame.filter(pl.col("snapshot_date") == sorted(table.labelled()["snapshot_date"].unique())[-1])
+    out = whatif_vs_truth(model, test, n_customers=3000, n_months=18, seed=7, top_n=60)
+    by = {r["lever"]: r for r in out["by_lever"].iter_rows(named=True)}
+    assert by["promises"]["true_mean_points"] < 0 and by["promises"]["model_mean_points"] < 0
+    assert 0 <= out["best_lever_agreement"] <= 1
+    assert 0.9 * 60 * out["by_lever"].height <= out["effects"].height <= 60 * out["by_lever"].height
+
+
+def test_risk_is_a_probability_after_any_lever_setting(model, latest):
+    row = latest.head(1)
+    for lv in levers(model.registry):
+        for v in (lv.low, lv.high):
+            r = what_if(model, row, {lv.name: v})
+            assert 0 <= r.risk_after <= 1 and np.isfinite(logit(np.clip(r.risk_after, 1e-9, 1 - 1e-9)))

@@ -1,0 +1,160 @@
+"""`trustml report`: execute the notebook suite on the chosen data and write HTML reports.
+
+Each notebook has one cell tagged ``parameters`` (literals only). The report injects the
+chosen values in a cell right after it (as papermill does), executes the notebook with
+nbclient, and writes ``NN_name.ipynb`` and ``NN_name.html`` per notebook, an ``index.html``,
+the model card (``model_card.json`` and a section of the index) and the study's tables.
+
+A notebook's metadata says what data it tells a story about (``trustml.runs_on``): ``any``
+(simulated or the user's data), ``simulated`` (needs the simulator's truth) or a path under
+``../shared/data`` (a notebook about one public dataset, skipped with the reason where it is absent).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+
+import nbformat
+
+__all__ = ["suite_dir", "suite", "inject_parameters", "execute", "run_report"]
+
+
+def suite_dir() -> Path:
+    """The repository's `notebooks/` folder (trustml is installed from a clone: `pip install -e .`)."""
+    d = Path(__file__).resolve().parents[1] / "notebooks"
+    if not any(d.glob("[0-9][0-9]_*.ipynb")):
+        raise FileNotFoundError(f"no notebook suite at {d}: install trustml from a clone (pip install -e .) "
+                                "or pass --notebooks DIR")
+    return d
+
+
+def suite(folder: Path | None = None) -> list[Path]:
+    """The numbered notebooks, in order."""
+    return sorted((folder or suite_dir()).glob("[0-9][0-9]_*.ipynb"))
+
+
+def inject_parameters(nb, params: dict):
+    """A copy of `nb` with a cell setting `params` right after the `parameters` cell."""
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    idx = next((i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if idx is None:
+        raise ValueError("notebook has no cell tagged 'parameters'")
+    src = "# Parameters injected by trustml report\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
+    cell = nbformat.v4.new_code_cell(src, metadata={"tags": ["injected-parameters"]})
+    nb.cells.insert(idx + 1, cell)
+    return nb
+
+
+def execute(nb, cwd: Path, timeout: int = 900):
+    """Run every cell (kernel python3) in `cwd`; widget state is stored so HTML shows the widgets."""
+    from nbclient import NotebookClient
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
+                            store_widget_state=True)
+    client.execute()
+    return nb
+
+
+def _title(nb) -> str:
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            for line in c.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("# ").strip()
+    return "(untitled)"
+
+
+def _plan(path: Path, nb, data, mapping, shared: Path) -> tuple[dict | None, str]:
+    """Parameters to run `nb` with, or None and why it is skipped."""
+    runs_on = nb.metadata.get("trustml", {}).get("runs_on", "any")
+    if runs_on == "any":
+        return ({} if data is None else {"data": str(Path(data).resolve()), "mapping": str(mapping)}), ""
+    if runs_on == "simulated":
+        return ({}, "") if data is None else (None, "shows the simulator's ground truth: runs on simulated data only")
+    if data is not None:
+        return None, f"a notebook about the public dataset {runs_on}; not part of a report on your data"
+    if not (shared / runs_on).exists():
+        return None, f"{shared / runs_on} not found (the shared public datasets are beside the repo in CI and on dev machines)"
+    return {}, ""
+
+
+def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str | Path | None = None,
+               n_customers: int = 3000, n_months: int = 18, seed: int = 0, notebooks: Path | None = None,
+               progress: bool = True) -> Path:
+    """Execute the suite into `out` and write `index.html`; returns its path. Failures are listed, not hidden."""
+    from nbconvert import HTMLExporter
+
+    from trustml.study import Study
+    folder = Path(notebooks) if notebooks else suite_dir()
+    paths = suite(folder)
+    if not paths:
+        raise FileNotFoundError(f"no numbered notebooks (NN_name.ipynb) in {folder}")
+    out = Path(out)
+    study = Study.load(data, mapping, n_customers=n_customers, n_months=n_months, seed=seed)  # bad data fails here, before any output
+    out.mkdir(parents=True, exist_ok=True)
+    study.write(out / "results")
+    card = study.model_card()
+    (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
+    shared = (Path(__file__).resolve().parents[2] / "shared" / "data")
+    exporter = HTMLExporter(template_name="lab")
+    rows = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(paths, desc="report", unit="notebook")
+    for path in bar if bar is not None else paths:
+        if bar is not None:
+            bar.set_postfix_str(path.stem)
+        nb = nbformat.read(path, as_version=4)
+        params, why = _plan(path, nb, data, mapping, shared)
+        row = {"name": path.stem, "title": _title(nb), "status": "skipped", "why": why, "seconds": 0.0}
+        if params is not None:
+            params = {**params, "n_customers": n_customers, "n_months": n_months, "seed": seed} if nb.metadata.get("trustml", {}).get("runs_on", "any") in ("any", "simulated") else params
+            run = inject_parameters(nb, params) if params else nb
+            t0 = time.perf_counter()
+            try:
+                execute(run, folder)
+                row["status"] = "ok"
+            except Exception as e:  # keep going: one broken notebook must not hide the others
+                row.update(status="failed", why=str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__)
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            nbformat.write(run, out / path.name)
+            (out / f"{path.stem}.html").write_text(exporter.from_notebook_node(run)[0], encoding="utf-8")
+        rows.append(row)
+    index = out / "index.html"
+    index.write_text(_index_html(rows, card, study.source), encoding="utf-8")
+    failed = [r["name"] for r in rows if r["status"] == "failed"]
+    if failed:
+        raise RuntimeError(f"report written to {index}, but these notebooks failed: {failed} (see their HTML)")
+    return index
+
+
+def _index_html(rows: list[dict], card: dict, source: dict) -> str:
+    e = html.escape
+
+    def link(r):
+        return e(r["title"]) if r["status"] == "skipped" else f'<a href="{e(r["name"])}.html">{e(r["title"])}</a>'
+    items = "".join(f"<tr><td>{link(r)}</td><td>{e(r['status'])}</td><td>{r['seconds']:.1f} s</td><td>{e(r['why'])}</td></tr>"
+                    for r in rows)
+    metrics = "".join(f"<tr><td>{e(m['model'])}</td><td>{m['roc_auc']}</td><td>{m['pr_auc']}</td><td>{m['top_decile_lift']}</td></tr>"
+                      for m in card["metrics"])
+    pillars = "".join(f"<tr><td>{e(p['pillar'])}</td><td>{p['mean_abs_shap']:.3f}</td><td>{p['share']:.1%}</td></tr>"
+                      for p in card["pillar_importance"])
+    lim = "".join(f"<li>{e(x)}</li>" for x in card["limitations"])
+    assumptions = "".join(f"<li>{e(x)}</li>" for x in card["economics"]["assumptions"])
+    data = "".join(f"<tr><td>{e(str(k))}</td><td>{e(str(v))}</td></tr>" for k, v in card["data"].items())
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>trustml report</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}}</style></head>
+<body><h1>trustml report: {e(str(source.get('name')))}</h1>
+<h2>Notebooks</h2><table><tr><th>notebook</th><th>status</th><th>time</th><th>note</th></tr>{items}</table>
+<h2>Model card</h2><p>{e(card['model'])}</p>
+<h3>Data</h3><table>{data}</table>
+<h3>Test metrics</h3><table><tr><th>model</th><th>ROC-AUC</th><th>PR-AUC</th><th>top-decile lift</th></tr>{metrics}</table>
+<h3>What drives churn, by trust pillar</h3><table><tr><th>pillar</th><th>mean |SHAP| (log-odds)</th><th>share</th></tr>{pillars}</table>
+<h3>Economics assumptions</h3><ul>{assumptions}</ul>
+<h3>Limitations</h3><ul>{lim}</ul>
+<h3>Privacy</h3><p>{e(card['privacy'])}</p>
+<p>Full card: <a href="model_card.json">model_card.json</a>; tables and model: <code>results/</code>.</p></body></html>"""

@@ -1,0 +1,245 @@
+"""One analysis, end to end: data -> features -> model -> evaluation -> explanations -> economics.
+
+A `Study` computes each stage on first use and keeps it, so a notebook (or `trustml report`)
+asks for what it shows and nothing is computed twice. The same object serves the simulated
+trust world and a user's own data read through a mapping.
+
+Examples
+--------
+>>> study = Study.load(n_customers=1500, n_months=15, seed=0)
+>>> study.source["kind"]
+'simulated'
+>>> round(float(study.comparison["roc_auc"][0]), 2) > 0.5
+True
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from trustml.features import FeatureTable, Snapshots, build_features
+from trustml.model import fingerprint, train
+
+__all__ = ["Study", "setup_notebook"]
+
+
+def setup_notebook() -> None:
+    """Display settings for the notebook suite: short floats (stable stored outputs), readable plots."""
+    import matplotlib as mpl
+    pl.Config.set_float_precision(3)
+    pl.Config.set_tbl_rows(12)
+    pl.Config.set_fmt_str_lengths(90)
+    pl.Config.set_tbl_width_chars(160)
+    pl.Config.set_tbl_hide_dataframe_shape(True)
+    mpl.rcParams.update({"figure.dpi": 80, "axes.spines.top": False, "axes.spines.right": False})
+
+
+class Study:
+    """Everything one analysis needs, computed on first use. Build it with `Study.load`."""
+
+    def __init__(self, table: FeatureTable, *, source: dict, world=None, mapping=None, events=None):
+        self.table, self.source, self.world, self.mapping, self.events = table, source, world, mapping, events
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, data: str | Path | None = None, mapping: str | Path | None = None, *, n_customers: int = 3000,
+             n_months: int = 18, seed: int = 0) -> Study:
+        """The simulated trust world (no `data`), or a user's file read through a mapping (TOML/YAML or a shipped name)."""
+        if data is None or str(data) == "simulated":
+            return cls.simulated(n_customers, n_months, seed)
+        if mapping is None:
+            raise ValueError(f"{data}: reading your own data needs a mapping file (see trustml/mappings/*.toml)")
+        return cls.from_file(data, mapping)
+
+    @classmethod
+    def simulated(cls, n_customers: int = 3000, n_months: int = 18, seed: int = 0, snapshots: Snapshots = Snapshots()) -> Study:
+        from trustml.contract import validate
+        from trustml.simulator import simulate
+        world = simulate(n_customers, n_months, seed)
+        validate(world.customers, world.events, as_of=world.as_of)
+        table = build_features(world.customers, world.events, snapshots, as_of=world.as_of)
+        source = {"kind": "simulated", "name": "trustml trust-world simulator", "seed": seed, "customers": n_customers,
+                  "months": n_months, "events": world.events.height, "fingerprint": fingerprint(world.events)}
+        return cls(table, source=source, world=world, events=world.events)
+
+    @classmethod
+    def from_file(cls, data: str | Path, mapping: str | Path) -> Study:
+        from trustml.mapping import event_tables, flat_table, load_mapping, read_data
+        m = load_mapping(mapping)
+        df = read_data(data, m)
+        source = {"kind": m.kind, "name": m.name or Path(data).name, "file": Path(data).name, "mapping": Path(m.origin).name,
+                  "rows": df.height, "fingerprint": fingerprint(df)}
+        if m.kind == "flat":
+            return cls(flat_table(df, m, source=str(data)), source=source, mapping=m)
+        customers, events, spec, snaps, as_of = event_tables(df, m, source=str(data))
+        source["events"] = events.height
+        return cls(build_features(customers, events, snaps, spec, as_of=as_of), source=source, mapping=m, events=events)
+
+    # -- stages --------------------------------------------------------------------------------
+    @property
+    def registry(self):
+        return self.table.registry
+
+    @cached_property
+    def _fit(self):
+        return train(self.table)
+
+    @property
+    def trained(self):
+        return self._fit[0]
+
+    @property
+    def split(self):
+        return self._fit[1]
+
+    @cached_property
+    def test(self) -> pl.DataFrame:
+        """Held-out rows: the latest labelled snapshots (or held-out customers for flat data)."""
+        return self.split.frames(self.table.labelled())[2]
+
+    @cached_property
+    def latest(self) -> pl.DataFrame:
+        """Customers to act on now: the latest snapshot (labelled or not); for flat data, the test customers."""
+        if self.table.snapshots.churn == "label":
+            return self.test
+        return self.table.frame.filter(pl.col("snapshot_date") == self.table.frame["snapshot_date"].max())
+
+    def riskiest(self, n: int, frame: pl.DataFrame | None = None) -> pl.DataFrame:
+        """The `n` rows of `frame` (default: `latest`) with the highest predicted risk, riskiest first."""
+        frame = self.latest if frame is None else frame
+        order = np.argsort(-self.trained.predict_risk(frame), kind="stable")[:n]
+        return frame[order]
+
+    @cached_property
+    def oracle(self) -> np.ndarray | None:
+        """The simulator's true churn probability for the test rows (None for real data)."""
+        if self.world is None:
+            return None
+        keys = self.test.select("customer_id", pl.col("snapshot_date").alias("month_start"))
+        return keys.join(self.world.truth, on=["customer_id", "month_start"], how="left", maintain_order="left")["churn_prob"].to_numpy()
+
+    @cached_property
+    def comparison(self) -> pl.DataFrame:
+        from trustml.evaluate import compare_models
+        return compare_models(self.table, self.split, self.trained, oracle=self.oracle)
+
+    @cached_property
+    def explanation(self):
+        """Exact TreeSHAP (log-odds) for the test rows, as a `shap.Explanation`."""
+        from trustml.explanations import explain
+        return explain(self.trained, self.test)
+
+    @cached_property
+    def pillars(self) -> pl.DataFrame:
+        from trustml.explanations import pillar_importance
+        return pillar_importance(self.explanation, self.registry)
+
+    @cached_property
+    def churn_rate(self) -> float:
+        return float(self.table.labelled()["churned"].mean())
+
+    def value(self, frame: pl.DataFrame) -> np.ndarray:
+        """Money at stake per row if the customer leaves (see `value_note`)."""
+        from trustml.mapping import value_of
+        return value_of(frame, self.mapping, self.churn_rate)[0]
+
+    @property
+    def value_note(self) -> str:
+        from trustml.mapping import value_of
+        return value_of(self.latest.head(1), self.mapping, self.churn_rate)[1]
+
+    @cached_property
+    def economics(self):
+        from trustml.economics import retention_economics
+        return retention_economics(self.trained.predict_risk(self.latest), self.value(self.latest))
+
+    @cached_property
+    def truth(self) -> dict | None:
+        """Explanations vs the simulator's truth (None for real data)."""
+        if self.world is None:
+            return None
+        from trustml.explanations import truthfulness
+        return truthfulness(self.trained, self.test, self.world.truth, n_customers=self.source["customers"],
+                            n_months=self.source["months"], seed=self.source["seed"], expl=self.explanation)
+
+    # -- outputs -------------------------------------------------------------------------------
+    def model_card(self) -> dict:
+        """What the model is, what it was trained on, how good it is, and its limits: a JSON-ready dict."""
+        reg, comp = self.registry, self.comparison
+        snaps = self.table.snapshots
+        label = ("the data's own churn column" if snaps.churn == "label" else
+                 f"{snaps.churn} within {snaps.horizon} after a lead of {snaps.lead}, snapshots every {snaps.every}")
+        from trustml.evaluate import calibration_table
+        cal = calibration_table(self.test["churned"].to_numpy(), self.trained.predict_risk(self.test))
+        card = {
+            "model": "LightGBM churn classifier (trustml.ChurnModel) with "
+                     f"{'isotonic calibration on later data' if self.trained.calibrator else 'no calibration'}",
+            "data": {**self.source, "feature_rows": self.table.frame.height, "label": label,
+                     "training_fingerprint": self.trained.metadata["trained_on"]["fingerprint"]},
+            "split": self.trained.metadata["trained_on"],
+            "features": [{"name": f.name, "pillar": f.pillar, "actionable": f.actionable, "description": f.description} for f in reg],
+            "left_out": self.table.dropped,
+            "pillars": reg.pillars,
+            "metrics": comp.to_dicts(),
+            "calibration": cal.to_dicts(),
+            "pillar_importance": self.pillars.select("pillar", "mean_abs_shap", "share").to_dicts(),
+            "economics": {"best": self.economics.best, "plus_5pp": self.economics.plus_5pp,
+                          "assumptions": self.economics.assumptions.lines() + [self.value_note]},
+            "limitations": self._limitations(),
+            "privacy": "Ids in every output are pseudonymised (salted SHA-256, set TRUSTML_SALT); raw ids and columns "
+                       "the mapping marks sensitive are never printed.",
+        }
+        if self.truth:
+            card["truthfulness"] = {"spearman_pillars": self.truth["spearman"], "lever_agreement_top200": self.truth["agreement"]}
+        return card
+
+    def _limitations(self) -> list[str]:
+        out = ["Explanations describe the model, not causes: a what-if is the model's answer, not an experiment's."]
+        if self.world is not None:
+            out += ["Trained and tested on simulated data: real customers differ; re-train and re-check on your own.",
+                    "Ticket counts are confounded with usage (heavy users open more tickets): read them as context, not as a lever."]
+        if self.table.snapshots.churn == "label":
+            out.append("One undated snapshot: the split is by customer, not by time, so drift over time is not measured.")
+        missing = [p for p in ("service_quality", "empathy", "promises", "transparency", "respect_for_time", "advocacy")
+                   if p not in self.registry.pillars]
+        if missing:
+            out.append(f"The data has nothing on these trust pillars: {', '.join(missing)}.")
+        return out
+
+    def write(self, out: str | Path) -> Path:
+        """Features, model, metrics, pillar importance, explanations, profit curve and model card under `out`."""
+        from trustml.explanations import explanations_frame
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.table.write(out / "features.parquet")
+        self.trained.save(out / "model")
+        self.comparison.write_csv(out / "metrics.csv")
+        self.pillars.write_csv(out / "pillar_importance.csv")
+        explanations_frame(self.trained, self.test, self.explanation).write_parquet(out / "explanations.parquet")
+        self.economics.curve.write_csv(out / "profit_curve.csv")
+        (out / "model_card.json").write_text(json.dumps(self.model_card(), indent=2, default=str))
+        return out
+
+    def summary(self) -> str:
+        s = self.source
+        if s["kind"] == "simulated":
+            head = f"Simulated {s['customers']:,} customers over {s['months']} months: {s['events']:,} events (seed {s['seed']})."
+        else:
+            head = f"{s['name']}: {s['rows']:,} rows from {s['file']} (mapping {s['mapping']})."
+        lines = [head, f"Feature table: {self.table.frame.height:,} rows x {len(self.registry)} features "
+                       f"over {len(self.registry.pillars)} pillars.", "", "Test metrics (held out, never seen in training):"]
+        with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_width_chars=120, tbl_rows=20):
+            lines.append(str(self.comparison.select("model", "roc_auc", "pr_auc", "brier", "top_decile_lift")))
+            lines += ["", "What drives churn risk, by trust pillar (mean |SHAP|, log-odds):",
+                      str(self.pillars.select("label", pl.col("mean_abs_shap").round(3), pl.col("share").round(3)))]
+        if self.truth:
+            t = self.truth
+            lines += ["", f"Explanations vs the simulator's truth: Spearman {t['spearman']:.3f} across pillars; "
+                          f"top lever agrees for {t['agreement']:.0%} of the 200 riskiest customers."]
+        lines += ["", self.economics.summary(), f"  - {self.value_note}"]
+        return "\n".join(lines)

@@ -1,0 +1,335 @@
+"""What if we had kept that promise? Counterfactual risk, retention plans and campaigns.
+
+Everything here is a pure function of a trained model and feature rows; the JupyterLab
+explorer (`trustml.explorer`) only binds widgets to them.
+
+A *lever* is one actionable signal from the feature registry, e.g. ``promise_broken``: its
+primary feature (the first actionable one, e.g. ``promise_broken__count_90d``) is what a
+slider moves, in that feature's own unit and valid range. The lever's other actionable
+features (``promise_broken__share_180d``, ``promise_broken__decayed_365d_hl60``) follow by the
+same ratio, so the model never sees "no broken promises in 90 days" beside "60% of promises
+broken" for one customer. Categorical levers (a contract type, say) take one of their values.
+
+Examples
+--------
+>>> from trustml.simulator import simulate
+>>> from trustml.features import build_features, Snapshots
+>>> from trustml.model import train
+>>> w = simulate(2000, 18, seed=2)
+>>> table = build_features(w.customers, w.events, Snapshots())
+>>> trained, _ = train(table, n_estimators=60)
+>>> [lv.name for lv in levers(trained.registry)][:3]
+['resolution_hours', 'ticket_reopened', 'empathy_score']
+>>> row = table.frame.tail(1)
+>>> result = what_if(trained, row, {"promise_broken": 0})
+>>> 0 <= result.risk_after <= 1
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+from scipy.special import expit
+
+from trustml.features import FeatureRegistry
+from trustml.model import TrainedModel
+from trustml.pillars import PILLARS
+from trustml.privacy import pseudonymise
+
+__all__ = ["Lever", "LeverCost", "WhatIf", "levers", "apply_levers", "what_if", "cheapest_plan", "campaign",
+           "SIMULATOR_LEVERS", "whatif_vs_truth"]
+
+
+@dataclass(frozen=True)
+class Lever:
+    """One thing the company can change for a customer, read from the feature registry."""
+
+    name: str                      # the signal, e.g. 'promise_broken'
+    pillar: str
+    primary: str                   # the feature a control moves
+    linked: tuple[str, ...]        # features that follow the primary by the same ratio
+    description: str
+    unit: str
+    low: float | None = None       # valid range of the primary (numeric levers)
+    high: float | None = None
+    direction: int = 0             # +1: lowering it should lower risk; 0: either way (e.g. contact)
+    options: tuple[str, ...] = ()  # categorical levers: the values it can take
+
+    @property
+    def categorical(self) -> bool:
+        return bool(self.options)
+
+    def grid(self, current, n: int = 5) -> list:
+        """Candidate settings for a plan search: the valid range on the risk-lowering side of `current`."""
+        if self.categorical:  # only customers whose value is one of the lever's values can move along it
+            return [o for o in self.options if o != current] if current in self.options else []
+        lo, hi = self.low, self.high
+        if current is not None and not np.isnan(current):
+            if self.direction > 0:
+                hi = min(hi, current)
+            elif self.direction < 0:
+                lo = max(lo, current)
+        values = np.unique(np.round(np.linspace(lo, hi, n), 6))
+        return [float(v) for v in values if current is None or np.isnan(current) or abs(v - current) > 1e-9]
+
+
+@dataclass(frozen=True)
+class LeverCost:
+    """What pulling a lever for one customer costs, in money: fixed + per_unit x |change of the primary|."""
+
+    fixed: float = 10.0
+    per_unit: float = 0.0
+
+    def __call__(self, change: float) -> float:
+        return self.fixed + self.per_unit * abs(change)
+
+
+def levers(registry: FeatureRegistry) -> list[Lever]:
+    """The registry's actionable features, grouped by signal (`<signal>__<agg>_<window>`), in registry order."""
+    groups: dict[str, list] = {}
+    for f in registry.actionable():
+        groups.setdefault(f.name.split("__")[0], []).append(f)
+    out = []
+    for name, feats in groups.items():
+        p = feats[0]
+        if not p.categorical and p.valid_range is None:
+            raise ValueError(f"feature registry: actionable feature {p.name!r} needs a valid_range for what-if controls")
+        lo, hi = (None, None) if p.categorical else (float(p.valid_range[0]), float(p.valid_range[1]))
+        options = tuple(str(o) for o in (p.valid_range or ())) if p.categorical else ()
+        out.append(Lever(name, p.pillar, p.name, tuple(f.name for f in feats[1:]), p.description, p.unit, lo, hi,
+                         p.direction, options))
+    return out
+
+
+def apply_levers(frame: pl.DataFrame, settings: dict, registry: FeatureRegistry) -> pl.DataFrame:
+    """A copy of `frame` with levers set: {lever name: new primary value}. Linked features scale by the same ratio.
+
+    Values are clipped to each feature's valid range. Unknown lever names are an error.
+    """
+    by_name = {lv.name: lv for lv in levers(registry)}
+    unknown = [k for k in settings if k not in by_name]
+    if unknown:
+        raise KeyError(f"unknown lever(s) {unknown}; actionable levers are {sorted(by_name)}")
+    out = frame.clone()
+    for name, value in settings.items():
+        out = _set_lever(out, by_name[name], [value] * frame.height, registry)
+    return out
+
+
+def _set_lever(frame: pl.DataFrame, lv: Lever, values: list, registry: FeatureRegistry) -> pl.DataFrame:
+    """Row i's lever set to values[i] (None: unchanged); linked features scaled by new/old of the primary."""
+    if lv.categorical:
+        bad = {str(v) for v in values if v is not None} - set(lv.options)
+        if bad:
+            raise ValueError(f"lever {lv.name!r}: {sorted(bad)} not among its values {list(lv.options)}")
+        new = pl.Series([None if v is None else str(v) for v in values], dtype=pl.String)
+        return frame.with_columns(pl.coalesce(new.cast(frame.schema[lv.primary]), pl.col(lv.primary)).alias(lv.primary))
+    old = frame[lv.primary].cast(pl.Float64).to_numpy().astype(float)
+    new = np.array([np.nan if v is None else v for v in values], dtype=float)
+    new = np.where(np.isnan(new), old, np.clip(new, lv.low, lv.high))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(old > 0, new / old, np.nan)   # no ratio from 0 or unknown: linked features stay
+    cols = {lv.primary: pl.Series(new)}
+    for f in lv.linked:
+        lo, hi = registry[f].valid_range or (-np.inf, np.inf)
+        base = frame[f].cast(pl.Float64).to_numpy().astype(float)
+        cols[f] = pl.Series(np.where(np.isnan(ratio), base, np.clip(base * ratio, lo, hi)))
+    return frame.with_columns(**cols)
+
+
+@dataclass
+class WhatIf:
+    """Risk, pillar contributions and reasons before and after a set of lever changes, for one customer."""
+
+    customer: str
+    settings: dict
+    risk_before: float
+    risk_after: float
+    pillars: pl.DataFrame                  # pillar, label, before, after (log-odds contributions)
+    reasons: pl.DataFrame                  # reason codes after the change
+    explanation: object = field(repr=False, default=None)   # shap.Explanation of the pillars, after
+
+    @property
+    def change_points(self) -> float:
+        return 100 * (self.risk_after - self.risk_before)
+
+    def summary(self) -> str:
+        if not self.settings:
+            return f"{self.customer}: churn risk {self.risk_before:.1%}"
+        return (f"{self.customer}: churn risk {self.risk_before:.1%} -> {self.risk_after:.1%} "
+                f"({self.change_points:+.1f} points)")
+
+
+def _pillar_values(trained: TrainedModel, frame: pl.DataFrame):
+    from trustml.explanations import explain, pillar_explanation
+    expl = explain(trained, frame)
+    return expl, pillar_explanation(expl, trained.registry)
+
+
+def what_if(trained: TrainedModel, row: pl.DataFrame, settings: dict, *, id_column: str = "customer_id") -> WhatIf:
+    """Re-score one customer (a one-row frame) with levers set; explain before and after by pillar."""
+    from trustml.explanations import reason_codes
+    if row.height != 1:
+        raise ValueError(f"what_if takes one customer row, got {row.height}")
+    after = apply_levers(row, settings, trained.registry)
+    both = pl.concat([row, after], how="vertical_relaxed")
+    expl, pe = _pillar_values(trained, both)
+    risk = trained.predict_risk(both)
+    reg = trained.registry
+    pillars = pl.DataFrame({"pillar": reg.pillars, "label": [PILLARS[p].label for p in reg.pillars],
+                            "before": pe.values[0], "after": pe.values[1]})
+    customer = pseudonymise([row[id_column][0]])[0] if id_column in row.columns else "customer"
+    reasons = reason_codes(trained, after, expl[1:2], id_column=id_column)
+    return WhatIf(customer, dict(settings), float(risk[0]), float(risk[1]), pillars, reasons, pe[1])
+
+
+def _candidates(lvs: list[Lever], row: pl.DataFrame, max_levers: int, grid: int) -> list[dict]:
+    per = [[(lv.name, v) for v in lv.grid(row[lv.primary][0], grid)] for lv in lvs]
+    combos: list[dict] = [{}]
+    for k in range(1, max_levers + 1):
+        for group in itertools.combinations(per, k):
+            combos.extend(dict(c) for c in itertools.product(*group))
+    return combos
+
+
+def _score_candidates(trained, row, lvs, costs, max_levers, grid):
+    """Every candidate plan for one customer as one frame (row 0 = no change), scored in one call."""
+    combos = _candidates(lvs, row, max_levers, grid)
+    frame = pl.concat([row] * len(combos), how="vertical")
+    for lv in lvs:
+        frame = _set_lever(frame, lv, [c.get(lv.name) for c in combos], trained.registry)
+    risk = trained.predict_risk(frame)
+    by_name = {lv.name: lv for lv in lvs}
+    cost = np.array([sum(costs.get(k, LeverCost())(0.0 if by_name[k].categorical else v - (row[by_name[k].primary][0] or 0.0))
+                         for k, v in c.items()) for c in combos])
+    return combos, risk, cost
+
+
+def cheapest_plan(trained: TrainedModel, row: pl.DataFrame, *, target: float, costs: dict | None = None,
+                  max_levers: int = 3, grid: int = 5) -> dict:
+    """The cheapest set of lever changes that brings this customer's risk below `target`.
+
+    Searches every combination of up to `max_levers` levers, each over `grid` settings within
+    its valid range on the risk-lowering side (both sides when the registry says the direction
+    is unknown). Cost per lever: `costs[name]` (a `LeverCost`), default `LeverCost()`.
+    Returns {'settings', 'risk_before', 'risk_after', 'cost', 'reached'}; when no plan
+    reaches the target, the lowest-risk plan found, with reached=False.
+    """
+    costs = costs or {}
+    lvs = levers(trained.registry)
+    combos, risk, cost = _score_candidates(trained, row, lvs, costs, max_levers, grid)
+    ok = np.nonzero(risk < target)[0]
+    if ok.size:
+        best = ok[np.lexsort((risk[ok], cost[ok]))[0]]
+    else:
+        best = int(np.lexsort((cost, risk))[0])
+    return {"settings": combos[best], "risk_before": float(risk[0]), "risk_after": float(risk[best]),
+            "cost": float(cost[best]), "reached": bool(ok.size)}
+
+
+def describe_settings(settings: dict, row: pl.DataFrame, registry: FeatureRegistry) -> str:
+    """'promise broken: 2 -> 0; resolution hours: 50 -> 12' for a plan."""
+    if not settings:
+        return "no change"
+    lv = {x.name: x for x in levers(registry)}
+    parts = []
+    for k, v in settings.items():
+        old = row[lv[k].primary][0]
+        fmt = (lambda x: str(x)) if lv[k].categorical else (lambda x: "n/a" if x is None else f"{x:,.3g}")
+        parts.append(f"{lv[k].primary}: {fmt(old)} -> {fmt(v)}")
+    return "; ".join(parts)
+
+
+def campaign(trained: TrainedModel, frame: pl.DataFrame, value, *, top_n: int = 100, costs: dict | None = None,
+             max_levers: int = 2, grid: int = 5, id_column: str = "customer_id") -> pl.DataFrame:
+    """The top-N at-risk customers, each with the action of highest expected value, ranked.
+
+    expected_value = (risk before - risk after) x customer value - cost of the action, in
+    money; 'no action' (value 0) wins when nothing pays. `value`: one number per row of `frame`.
+    Ids are pseudonymised. Write it out with `.write_csv()` or `.write_parquet()`.
+    """
+    costs = costs or {}
+    if id_column in frame.columns and frame[id_column].n_unique() < frame.height:
+        raise ValueError(f"campaign: {id_column} repeats ({frame.height} rows for {frame[id_column].n_unique()} customers); "
+                         "pass one row per customer, e.g. the latest snapshot")
+    value = np.broadcast_to(np.asarray(value, dtype=float), (frame.height,))
+    risk = trained.predict_risk(frame)
+    top = np.argsort(-risk, kind="stable")[:top_n]
+    lvs = levers(trained.registry)
+    rows = []
+    ids = pseudonymise(frame[id_column].gather(top).to_list()) if id_column in frame.columns else [str(i) for i in top]
+    for rank, (i, cid) in enumerate(zip(top, ids, strict=True), 1):
+        row = frame[int(i)]
+        combos, r, c = _score_candidates(trained, row, lvs, costs, max_levers, grid)
+        ev = (r[0] - r) * value[i] - c
+        ev[0] = 0.0  # no action
+        b = int(np.lexsort((c, -ev))[0])
+        rows.append({"rank": rank, "customer": cid, "risk": float(r[0]), "customer_value": float(value[i]),
+                     "action": describe_settings(combos[b], row, trained.registry),
+                     "pillars": ", ".join(sorted({PILLARS[x.pillar].label for x in lvs if x.name in combos[b]})) or "-",
+                     "risk_after": float(r[b]), "risk_reduction_points": float(100 * (r[0] - r[b])),
+                     "cost": float(c[b]), "expected_value": float(ev[b])})
+    out = pl.DataFrame(rows, schema_overrides={"cost": pl.Float64, "expected_value": pl.Float64})
+    return out.sort("expected_value", descending=True, maintain_order=True).with_columns(rank=pl.int_range(1, pl.len() + 1))
+
+
+# --- what-if vs the simulator's truth ---------------------------------------------------------
+
+SIMULATOR_LEVERS = {
+    # pillar: (simulator Policy, the same intervention as a feature change for the model)
+    "promises": ({"keep_promises": True}, lambda row: {"promise_broken": 0}),
+    "empathy": ({"empathy_boost": 1.0}, lambda row: {"empathy_score": (row["empathy_score__mean_180d"][0] or 3.0) + 1}),
+    "respect_for_time": ({"max_marketing_per_month": 1}, lambda row: {"marketing_contact": min(row["marketing_contact__count_30d"][0], 1)}),
+    "transparency": ({"announce_price_changes": True}, lambda row: {"price_change_unannounced": 0}),
+    "service_quality": ({"resolution_speedup": 3.0},
+                        lambda row: {} if row["resolution_hours__mean_90d"][0] is None else {"resolution_hours": row["resolution_hours__mean_90d"][0] / 3}),
+}
+
+
+def whatif_vs_truth(trained: TrainedModel, frame: pl.DataFrame, *, n_customers: int, n_months: int, seed: int,
+                    top_n: int = 200) -> dict:
+    """The model's what-if effect of each simulator lever beside the true effect, for the top-N at-risk rows.
+
+    Model effect: change in predicted risk after the equivalent feature change. True effect: the
+    simulator's change in churn probability under the policy (common random numbers); a row whose
+    customer had already left in a policy's world has no effect for it and is left out. Returns
+    {'effects': per customer x lever, 'by_lever': Spearman and mean effects per lever,
+    'best_lever_agreement': share of customers whose best lever is the same}.
+    """
+    from scipy.stats import spearmanr
+
+    from trustml.simulator import Policy, true_effects
+    risk = trained.predict_risk(frame)
+    top = np.argsort(-risk, kind="stable")[:top_n]
+    sub = frame[top]
+    names = [p for p in SIMULATOR_LEVERS if any(lv.pillar == p for lv in levers(trained.registry))]
+    eff = true_effects(n_customers, n_months, seed, {p: Policy(**SIMULATOR_LEVERS[p][0]) for p in names})
+    keys = sub.select("customer_id", pl.col("snapshot_date").alias("month_start"))
+    truth = keys.join(eff, on=["customer_id", "month_start"], how="left", maintain_order="left")
+    rows = []
+    for i in range(sub.height):
+        row = sub[i]
+        after = [apply_levers(row, SIMULATOR_LEVERS[p][1](row), trained.registry) for p in names]
+        r = trained.predict_risk(pl.concat([row, *after], how="vertical_relaxed"))
+        for k, p in enumerate(names):
+            if truth[f"effect_{p}"][i] is None:  # gone earlier in that policy's world: no effect to compare
+                continue
+            rows.append({"customer": pseudonymise([row["customer_id"][0]])[0], "lever": p,
+                         "model_points": float(100 * (r[k + 1] - r[0])), "true_points": float(100 * truth[f"effect_{p}"][i])})
+    effects = pl.DataFrame(rows)
+    by_lever = []
+    for p in names:
+        e = effects.filter(pl.col("lever") == p)
+        rho = spearmanr(e["model_points"], e["true_points"]).statistic if e["true_points"].std() > 0 and e["model_points"].std() > 0 else float("nan")
+        by_lever.append({"lever": p, "label": PILLARS[p].label, "model_mean_points": e["model_points"].mean(),
+                         "true_mean_points": e["true_points"].mean(), "spearman": float(rho)})
+    best = effects.group_by("customer", maintain_order=True).agg(
+        pl.col("lever").sort_by("model_points").first().alias("model_best"),
+        pl.col("lever").sort_by("true_points").first().alias("true_best"))
+    return {"effects": effects, "by_lever": pl.DataFrame(by_lever),
+            "best": best.with_columns(agree=pl.col("model_best") == pl.col("true_best")),
+            "best_lever_agreement": float((best["model_best"] == best["true_best"]).mean())}
