@@ -6,7 +6,7 @@ import pytest
 
 from trustml.cli import build_parser, main
 
-COMMANDS = ["simulate", "features", "train", "evaluate", "explain", "report", "lab"]
+COMMANDS = ["simulate", "features", "train", "evaluate", "explain", "playbook", "report", "lab"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -24,11 +24,15 @@ def test_the_pipeline_runs_from_the_command_line(tmp_path, capsys):
     main(["train", "--features", str(f), "--out", str(m)])
     main(["evaluate", "--features", str(f), "--model", str(m), "--out", str(tmp_path / "metrics.csv")])
     main(["explain", "--features", str(f), "--model", str(m), "--out", str(e), "--quiet"])
+    main(["playbook", "--features", str(f), "--model", str(m), "--out", str(tmp_path / "playbook.csv"), "--top", "7"])
     out = capsys.readouterr().out
     assert "lightgbm (calibrated)" in out and "Promises kept" in out
     ex = pl.read_parquet(e)
     assert ex["customer"].str.starts_with("cust-").all() and "customer_id" not in ex.columns
     assert pl.read_csv(tmp_path / "metrics.csv").height == 3
+    playbook = pl.read_csv(tmp_path / "playbook.csv")
+    assert playbook.height == 7 and playbook["customer"].str.starts_with("cust-").all()
+    assert playbook["expected_value"].is_sorted(descending=True)
 
 
 def test_bad_input_is_a_clear_message_not_a_traceback(tmp_path):

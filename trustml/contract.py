@@ -66,7 +66,9 @@ class Problem:
     examples: tuple = ()
 
     def __str__(self) -> str:
-        where = f"{'file' if '.' in self.table else 'table'} '{self.table}'" + (f", column '{self.column}'" if self.column else "")
+        is_mapping = self.table.endswith((".toml", ".yaml", ".yml"))
+        where = f"{'file' if '.' in self.table else 'table'} '{self.table}'" + (
+            f", {'key' if is_mapping else 'column'} '{self.column}'" if self.column else "")
         rows = ""
         if self.n_rows:
             rows = f" ({self.n_rows} row{'s' if self.n_rows != 1 else ''}"

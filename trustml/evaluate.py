@@ -78,7 +78,7 @@ def rule_score(frame: pl.DataFrame) -> np.ndarray:
         tenure = 30.0 * frame["tenure"].cast(pl.Float64).fill_null(0).to_numpy()
     else:
         tenure = 0.0
-    return np.asarray(tickets + 1.0 / (1.0 + np.asarray(tenure) / 90.0), dtype=float)
+    return np.broadcast_to(np.asarray(tickets + 1.0 / (1.0 + np.asarray(tenure) / 90.0), dtype=float), (frame.height,)).copy()
 
 
 def fit_logistic(train: pl.DataFrame, names: list[str], categorical: list[str]):

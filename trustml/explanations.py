@@ -181,7 +181,7 @@ def truthfulness(trained: TrainedModel, frame: pl.DataFrame, truth: pl.DataFrame
     Returns a dict with 'pillars' (mean |SHAP| beside the true mean |contribution|, both
     log-odds, centred), 'spearman', 'levers' (top-N at-risk customers: the model's top
     actionable pillar vs the pillar whose true intervention lowers their churn most),
-    'agreement' and 'disagreements'.
+    'agreement', 'disagreements' (one row each, with the reason) and 'reasons' (how many per reason).
     """
     from scipy.stats import spearmanr
 
@@ -231,8 +231,10 @@ def truthfulness(trained: TrainedModel, frame: pl.DataFrame, truth: pl.DataFrame
     lever_table = pl.DataFrame({"customer": ids, "risk": risk[top], "model_top_lever": model_pick, "true_best_lever": true_pick,
                                 "true_risk_drop_points": -100 * true_eff.min(axis=1), "agree": agree})
     dis = lever_table.filter(~pl.col("agree")).with_columns(reason=pl.Series([why(i) for i in np.nonzero(~agree)[0]], dtype=pl.String))
+    reasons = (dis.group_by("reason").agg(pl.len().alias("customers"))
+               .sort(["customers", "reason"], descending=[True, False]))
     return {"pillars": pillars.sort("true_mean_abs_effect", descending=True), "spearman": rho, "levers": lever_table,
-            "agreement": float(agree.mean()), "disagreements": dis}
+            "agreement": float(agree.mean()), "disagreements": dis, "reasons": reasons}
 
 
 def plot_pillar_importance(pillars: pl.DataFrame, ax=None, title: str = "What drives churn risk, by trust pillar"):

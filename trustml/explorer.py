@@ -50,7 +50,7 @@ class Explorer:
         self.risk = W.HTML()
         self.cohort = W.HTML()
         self.reasons = W.HTML()
-        self.chart = W.Image(format="png", layout=W.Layout(width="560px"))
+        self.chart = W.Image(format="png", layout=W.Layout(width="520px"))
         self.reset_button = W.Button(description="Reset", icon="undo", tooltip="Put the customer back as they are")
         self.cohort_column = cohort_column if cohort_column in frame.columns else None
         pe = pillar_explanation(explain(trained, frame), trained.registry)
@@ -61,21 +61,22 @@ class Explorer:
         for c in self.controls.values():
             c.observe(lambda _: self.update(), names="value")
         self.reset_button.on_click(lambda _: self.reset())
-        self.widget = W.VBox([self.customer, W.HBox([W.VBox([self.risk, self.cohort, self.chart]),
-                                                     W.VBox([W.HTML("<b>Levers the company controls</b>"), *self.controls.values(),
-                                                             self.reset_button])]), self.reasons])
+        self.widget = W.VBox([self.customer, self.risk, self.cohort,
+                              W.HBox([self.chart, self.reasons], layout=W.Layout(align_items="flex-start")),
+                              W.HTML("<b>Levers the company controls</b> (linked features follow by the same ratio)"),
+                              *self.controls.values(), self.reset_button])
         self.load()
 
     @staticmethod
     def _control(lv):
-        style = {"description_width": "260px"}
+        style = {"description_width": "380px"}
         label = lv.description.rstrip(".")
         if lv.categorical:
             cls = W.ToggleButtons if len(lv.options) <= 4 else W.Dropdown
             return cls(options=list(lv.options), description=label, style=style, tooltip=lv.primary)
         step = 1.0 if "__count" in lv.primary else round((lv.high - lv.low) / 100, 3) or 0.01
         return W.FloatSlider(min=lv.low, max=lv.high, step=step, description=label, style=style, continuous_update=False,
-                             layout=W.Layout(width="560px"), readout_format=".1f" if step < 1 else ".0f")
+                             layout=W.Layout(width="760px"), readout_format=".1f" if step < 1 else ".0f")
 
     # -- state ---------------------------------------------------------------------------------
     @property

@@ -206,22 +206,23 @@ def read_data(path: str | Path, mapping: Mapping) -> pl.DataFrame:
         raise ContractError([Problem(name, None, f"cannot read as {fmt}: {str(e).splitlines()[0]}")]) from None
     if df.height == 0:
         raise ContractError([Problem(name, None, "no data rows")])
-    dup = [c for c in df.columns if df.columns.count(c) > 1]
+    # polars renames a repeated header to '<name>_duplicated_<n>': say so rather than guess which is meant
+    dup = [c.rsplit("_duplicated_", 1)[0] for c in df.columns if "_duplicated_" in c and c.rsplit("_duplicated_", 1)[0] in df.columns]
     if dup:
-        raise ContractError([Problem(name, dup[0], "duplicate column name")])
+        raise ContractError([Problem(name, dup[0], "duplicate column name in the header")])
     return df
 
 
 def _read_whitespace(text: str, mapping: Mapping, name: str) -> pl.DataFrame:
     cols = mapping.source.get("columns")
+    if not cols:
+        raise ContractError([Problem(Path(mapping.origin).name, "source.columns",
+                                     "whitespace-separated files need their column names in the mapping")])
     lines = [ln.split() for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        raise ContractError([Problem(name, None, "no data rows")])
-    header = lines[0] if (cols is None or lines[0] == cols) else None
-    cols = cols or header
-    if cols is None:
-        raise ContractError([Problem(Path(mapping.origin).name, "source.columns", "whitespace files without a header need column names")])
+    header = bool(lines) and lines[0] == list(cols)   # a header line, if present, repeats the names
     body = lines[1:] if header else lines
+    if not body:
+        raise ContractError([Problem(name, None, "no data rows")])
     bad = [i for i, ln in enumerate(body, 2 if header else 1) if len(ln) != len(cols)]
     if bad:
         raise ContractError([Problem(name, None, f"rows with other than {len(cols)} fields", len(bad), tuple(f"line {b}" for b in bad[:3]))])

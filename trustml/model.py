@@ -51,13 +51,15 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
     ----------
     early_stopping : 'auto' (on when n_samples > 10,000), True or False.
     monotone_constraints : per-feature -1/0/+1 (e.g. `registry.monotone_constraints()`), or None.
-    n_jobs : threads; fixed (not 'all cores') so results do not depend on the machine.
+    n_jobs : threads; fixed (not 'all cores') so results do not depend on the machine. One by default:
+        as fast on churn-sized tables, and two processes each spinning two OpenMP threads on two
+        cores (pytest-xdist, notebooks side by side) made training 20-35x slower when measured.
     """
 
     def __init__(self, n_estimators=500, learning_rate=0.05, num_leaves=31, min_child_samples=40,
                  subsample=0.8, colsample_bytree=0.8, reg_lambda=1.0, early_stopping="auto",
                  early_stopping_rounds=50, validation_fraction=0.15, monotone_constraints=None,
-                 random_state=0, n_jobs=2):
+                 random_state=0, n_jobs=1):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves

@@ -1,0 +1,95 @@
+"""`trustml report` and the notebook suite's own rules (execution itself is checked by nbval)."""
+
+import ast
+import json
+
+import nbformat
+import pytest
+
+from conftest import ROOT
+from trustml.report import inject_parameters, run_report, suite
+
+NOTEBOOKS = suite(ROOT / "notebooks")
+
+
+def test_the_suite_has_the_ten_notebooks_in_order():
+    names = [p.stem for p in NOTEBOOKS]
+    assert len(names) == 10 and names == sorted(names)
+    assert all(" " not in n and n[:2].isdigit() for n in names)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_is_thin_parametrised_and_committed_executed(path):
+    nb = nbformat.read(path, as_version=4)
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, "exactly one cell tagged 'parameters'"
+    for node in ast.parse(params[0].source).body:  # literals only
+        assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant), ast.dump(node)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs or c is params[0] for c in code if c.source.strip() and not c.source.strip().startswith("import")), \
+        "committed with executed outputs"
+    for c in code:  # logic lives in the package
+        tree = ast.parse(c.source)
+        assert not any(isinstance(n, ast.FunctionDef | ast.ClassDef | ast.Lambda) for n in ast.walk(tree)), c.source
+        for o in c.outputs:
+            assert o.output_type != "error", f"stored error in {path.name}"
+            text = json.dumps(o)
+            assert "C0000" not in text, "raw customer ids in a stored output"
+    assert nb.metadata["trustml"]["runs_on"] in ("any", "simulated", "telco_customer_churn", "cdnow")
+    assert any(c.cell_type == "markdown" and c.source.startswith("# ") for c in nb.cells)
+
+
+def _tiny_suite(tmp_path, body="print(n_customers * 2)"):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook(metadata={"trustml": {"runs_on": "any"}})
+    nb.cells = [nbformat.v4.new_markdown_cell("# Tiny"), nbformat.v4.new_code_cell("n_customers = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, folder / "01_tiny.ipynb")
+    sim = nbformat.v4.new_notebook(metadata={"trustml": {"runs_on": "simulated"}})
+    sim.cells = [nbformat.v4.new_markdown_cell("# Truth"), nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})]
+    nbformat.write(sim, folder / "02_truth.ipynb")
+    return folder
+
+
+def test_parameters_are_injected_after_the_parameters_cell(tmp_path):
+    nb = nbformat.read(_tiny_suite(tmp_path) / "01_tiny.ipynb", as_version=4)
+    out = inject_parameters(nb, {"n_customers": 21})
+    assert out.cells[2].source.endswith("n_customers = 21") and "injected-parameters" in out.cells[2].metadata.tags
+    assert len(nb.cells) == 3  # the original is not modified
+
+
+def test_report_runs_the_suite_writes_html_index_and_model_card(tmp_path):
+    folder = _tiny_suite(tmp_path)
+    index = run_report(tmp_path / "out", n_customers=1500, n_months=15, notebooks=folder, progress=False)
+    out = index.parent
+    assert (out / "01_tiny.html").exists() and (out / "02_truth.html").exists()
+    ran = nbformat.read(out / "01_tiny.ipynb", as_version=4)
+    assert ran.cells[-1].outputs[0]["text"] == "3000\n"  # the injected value was used
+    card = json.loads((out / "model_card.json").read_text())
+    assert {"data", "features", "metrics", "calibration", "limitations", "privacy"} <= set(card)
+    assert card["data"]["fingerprint"] and card["data"]["customers"] == 1500
+    html = index.read_text()
+    assert "01_tiny.html" in html and "Model card" in html and "Privacy" in html
+    assert (out / "results" / "model" / "model.txt").exists()
+
+
+def test_a_failing_notebook_is_reported_not_hidden(tmp_path):
+    folder = _tiny_suite(tmp_path, body="raise RuntimeError('boom')")
+    with pytest.raises(RuntimeError, match="01_tiny"):
+        run_report(tmp_path / "out", n_customers=1500, n_months=15, notebooks=folder, progress=False)
+    assert "failed" in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_notebooks_about_the_simulator_are_skipped_on_user_data(tmp_path):
+    import polars as pl
+    folder = _tiny_suite(tmp_path)
+    data = tmp_path / "flat.csv"
+    pl.DataFrame({"id": [f"c{i}" for i in range(200)], "y": ["Yes", "No"] * 100, "x": list(range(200))}).write_csv(data)
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('kind = "flat"\n[columns]\nid = "id"\ntarget = "y"\npositive = ["Yes"]\n')
+    index = run_report(tmp_path / "out", data=data, mapping=mapping, notebooks=folder, progress=False)
+    html = index.read_text()
+    assert "simulated data only" in html and not (index.parent / "02_truth.html").exists()
+    card = json.loads((index.parent / "model_card.json").read_text())
+    assert card["data"]["kind"] == "flat" and card["data"]["file"] == "flat.csv"
