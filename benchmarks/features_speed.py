@@ -2,6 +2,10 @@
 same features, in the same run, with 12 monthly snapshots.
 
     python benchmarks/features_speed.py --events 10000000 [--pandas]
+    trustml simulate --customers 390000 --out /tmp/w50 && python benchmarks/features_speed.py --data /tmp/w50 --streaming
+
+With --data the log is read from parquet written by another process, so peak memory is the
+feature build alone; it is printed beside the size the events table would take in memory.
 
 Events come from the simulator (customers scaled to reach the requested count). Prints seconds,
 events/s per snapshot pass (events x snapshots / seconds) and peak memory; with --pandas also the
@@ -25,6 +29,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--events", type=int, default=10_000_000)
 p.add_argument("--pandas", action="store_true", help="also run the pandas implementation (slow)")
 p.add_argument("--streaming", action="store_true", help="polars streaming engine, reading parquet lazily")
+p.add_argument("--data", help="a folder written by `trustml simulate` (default: simulate here, in a temp folder)")
 a = p.parse_args()
 customers_needed = int(a.events / 129.2)  # the default world makes ~129 events per customer over 24 months
 snaps = Snapshots(every="1mo", start=dt.date(2025, 1, 1), end=dt.date(2025, 12, 1))
@@ -72,11 +77,20 @@ def pandas_features(customers, events, dates):
     return pd.concat(out, ignore_index=True)
 
 
+def in_memory_mib(folder: Path, n_events: int) -> float:
+    """What the whole events table would take in memory: one parquet part's in-memory size, scaled."""
+    part = sorted((folder / "events").glob("*.parquet"))[0]
+    sample = pl.read_parquet(part)
+    return sample.estimated_size() / sample.height * n_events / 2**20
+
+
 with tempfile.TemporaryDirectory() as tmp:
-    world = simulate_to_dir(customers_needed, 24, 0, Path(tmp) / "w")
+    world = Path(a.data) if a.data else simulate_to_dir(customers_needed, 24, 0, Path(tmp) / "w")
     customers, events = read_world(world, lazy=True)
     n_events = events.select(pl.len()).collect().item()
-    print(f"{n_events:,} events, {customers_needed:,} customers, 12 monthly snapshots")
+    n_customers = customers.select(pl.len()).collect().item()
+    print(f"{n_events:,} events, {n_customers:,} customers, 12 monthly snapshots; "
+          f"the events table would take {in_memory_mib(world, n_events):,.0f} MiB in memory")
     t0 = time.perf_counter()
     if a.streaming:
         table = build_features(customers, events, snaps, streaming=True)
@@ -85,7 +99,7 @@ with tempfile.TemporaryDirectory() as tmp:
     secs = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"trustml/polars{' streaming' if a.streaming else ''}: {secs:.1f} s, {n_events * 12 / secs:,.0f} events/s per snapshot pass, "
-          f"{table.frame.height:,} rows, peak RSS so far {peak:,.0f} MiB")
+          f"{table.frame.height:,} rows ({table.frame.estimated_size() / 2**20:,.0f} MiB), peak RSS so far {peak:,.0f} MiB")
     if a.pandas:
         cpd, epd = customers.collect().to_pandas(), events.collect().to_pandas()
         t0 = time.perf_counter()

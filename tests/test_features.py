@@ -131,3 +131,24 @@ def test_lead_time_shifts_the_label_window(world):
     nxt = truth.with_columns(pl.col("month_start").dt.offset_by("-1mo").alias("snapshot_date"))
     j = lead.labelled().join(nxt, on=["customer_id", "snapshot_date"], how="left")
     assert (j["churned"] == j["churned_this_month"].fill_null(False).cast(pl.Int8)).all()
+
+
+def test_streaming_one_snapshot_at_a_time_gives_the_same_table(world, table):
+    from polars.testing import assert_frame_equal
+    streamed = build_features(world.customers.lazy(), world.events.lazy(), Snapshots(), as_of=world.as_of, streaming=True)
+    assert_frame_equal(streamed.frame, table.frame, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_inactivity_with_a_lead_ignores_activity_inside_the_lead_window():
+    d0 = dt.datetime(2024, 1, 1)
+    customers = pl.DataFrame({"customer_id": ["a", "b", "c"], "signup_date": [dt.date(2023, 12, 1)] * 3})
+    rows = [("a", d0 - dt.timedelta(days=5)), ("a", dt.datetime(2024, 3, 10)),  # active only inside the lead month
+            ("b", d0 - dt.timedelta(days=5)), ("b", dt.datetime(2024, 4, 10)),  # active inside the label window
+            ("c", d0 - dt.timedelta(days=5)), ("c", dt.datetime(2024, 6, 1))]   # back only after it
+    events = pl.DataFrame({"customer_id": [r[0] for r in rows], "timestamp": [r[1] for r in rows], "event_type": ["purchase"] * 6,
+                           "value": [1.0] * 6})
+    snaps = Snapshots(every="1mo", start=dt.date(2024, 3, 1), end=dt.date(2024, 3, 1), horizon="1mo", lead="1mo",
+                      churn="inactivity", active_gap_days=120)
+    t = build_features(customers, events, snaps, (FeatureSpec("purchase", "count", 90),), as_of=dt.datetime(2024, 7, 1))
+    labels = dict(zip(t.frame["customer_id"], t.frame["churned"], strict=True))
+    assert labels == {"a": 1, "b": 0, "c": 1}

@@ -446,12 +446,11 @@ def build_features(
                 .select("customer_id", *[_attribute_expr(s, dts, cust_schema) for s in attr_specs])
                 .with_columns(snapshot_date=pl.lit(d)))
         frames.append(base.join(feats, on="customer_id", how="left"))
-    lz = pl.concat(frames, how="vertical")
     horizon_start = pl.col("snapshot_date").dt.offset_by(snapshots.lead).cast(pl.Datetime("us"))
     horizon_end = pl.col("snapshot_date").dt.offset_by(snapshots.lead).dt.offset_by(snapshots.horizon).cast(pl.Datetime("us"))
     snap = pl.col("snapshot_date").cast(pl.Datetime("us"))
     if snapshots.churn == "cancellation":
-        lz = lz.join(cancel, on="customer_id", how="left")
+        ends, on = cancel, ["customer_id"]
         # a customer who cancels inside the lead window is already lost: no label to learn from
         active = pl.col("_cancel_ts").is_null() | (pl.col("_cancel_ts") >= horizon_start)
         churned = pl.col("_cancel_ts").is_not_null() & (pl.col("_cancel_ts") >= horizon_start) & (pl.col("_cancel_ts") < horizon_end)
@@ -460,16 +459,25 @@ def build_features(
         active = pl.col("_last_activity").is_not_null() & (pl.col("_last_activity") >= snap - pl.duration(days=snapshots.active_gap_days))
         future = ev.filter(pl.col("event_type").is_in(activity)).select("customer_id", pl.col("timestamp").alias("_ts"))
         # first activity at or after the label window opens (activity inside the lead window does not count)
-        lz = lz.join(_next_activity(future, dates, snapshots.lead), on=["customer_id", "snapshot_date"], how="left")
+        ends, on = _next_activity(future, dates, snapshots.lead), ["customer_id", "snapshot_date"]
         churned = pl.col("_next_ts").is_null() | (pl.col("_next_ts") >= horizon_end)
     labelled = horizon_end <= pl.lit(as_of)
-    lz = lz.filter(active)
-    lz = lz.with_columns(churned=pl.when(labelled).then(churned.cast(pl.Int8)).otherwise(None))
     fills = [pl.col(s.name).fill_null(_fill_value(s)) for s in event_specs if _fill_value(s) is not None]
     registry = FeatureRegistry(tuple(_feature_of(s) for s in kept))
-    lz = (lz.with_columns(fills).select("customer_id", "snapshot_date", "churned", *registry.names)
-          .sort("snapshot_date", "customer_id"))
-    frame = lz.collect(engine="streaming" if streaming else "auto")
+
+    def finish(lz: pl.LazyFrame, ends: pl.LazyFrame) -> pl.LazyFrame:
+        return (lz.join(ends, on=on, how="left").filter(active)
+                .with_columns(churned=pl.when(labelled).then(churned.cast(pl.Int8)).otherwise(None))
+                .with_columns(fills).select("customer_id", "snapshot_date", "churned", *registry.names))
+
+    if streaming:
+        # larger-than-memory logs: one snapshot at a time through the streaming engine, so only one
+        # snapshot's per-customer state is held; the label table (one row per customer) is built once
+        ends = ends.collect(engine="streaming").lazy()
+        parts = [finish(f, ends).sort("customer_id").collect(engine="streaming") for f in frames]  # dates ascend
+        frame = pl.concat(parts, how="vertical", rechunk=False)
+    else:
+        frame = finish(pl.concat(frames, how="vertical"), ends).sort("snapshot_date", "customer_id").collect()
     return FeatureTable(frame, registry, snapshots, as_of, dropped)
 
 

@@ -66,13 +66,16 @@ def _title(nb) -> str:
     return "(untitled)"
 
 
-def _plan(path: Path, nb, data, mapping, shared: Path) -> tuple[dict | None, str]:
+def _plan(nb, data, mapping, sizes: tuple[int, int, int], shared: Path) -> tuple[dict | None, str]:
     """Parameters to run `nb` with, or None and why it is skipped."""
     runs_on = nb.metadata.get("trustml", {}).get("runs_on", "any")
-    if runs_on == "any":
-        return ({} if data is None else {"data": str(Path(data).resolve()), "mapping": str(mapping)}), ""
-    if runs_on == "simulated":
-        return ({}, "") if data is None else (None, "shows the simulator's ground truth: runs on simulated data only")
+    if runs_on == "any" and data is not None:
+        m = str(Path(mapping).resolve()) if Path(mapping).exists() else str(mapping)  # a path, or a shipped name
+        return {"data": str(Path(data).resolve()), "mapping": m}, ""
+    if runs_on in ("any", "simulated"):
+        if data is None:
+            return {"n_customers": sizes[0], "n_months": sizes[1], "seed": sizes[2]}, ""
+        return None, "shows the simulator's ground truth: runs on simulated data only"
     if data is not None:
         return None, f"a notebook about the public dataset {runs_on}; not part of a report on your data"
     if not (shared / runs_on).exists():
@@ -108,10 +111,9 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
         if bar is not None:
             bar.set_postfix_str(path.stem)
         nb = nbformat.read(path, as_version=4)
-        params, why = _plan(path, nb, data, mapping, shared)
+        params, why = _plan(nb, data, mapping, (n_customers, n_months, seed), shared)
         row = {"name": path.stem, "title": _title(nb), "status": "skipped", "why": why, "seconds": 0.0}
         if params is not None:
-            params = {**params, "n_customers": n_customers, "n_months": n_months, "seed": seed} if nb.metadata.get("trustml", {}).get("runs_on", "any") in ("any", "simulated") else params
             run = inject_parameters(nb, params) if params else nb
             t0 = time.perf_counter()
             try:
@@ -140,7 +142,7 @@ def _index_html(rows: list[dict], card: dict, source: dict) -> str:
                     for r in rows)
     metrics = "".join(f"<tr><td>{e(m['model'])}</td><td>{m['roc_auc']}</td><td>{m['pr_auc']}</td><td>{m['top_decile_lift']}</td></tr>"
                       for m in card["metrics"])
-    pillars = "".join(f"<tr><td>{e(p['pillar'])}</td><td>{p['mean_abs_shap']:.3f}</td><td>{p['share']:.1%}</td></tr>"
+    pillars = "".join(f"<tr><td>{e(p['label'])}</td><td>{p['mean_abs_shap']:.3f}</td><td>{p['share']:.1%}</td></tr>"
                       for p in card["pillar_importance"])
     lim = "".join(f"<li>{e(x)}</li>" for x in card["limitations"])
     assumptions = "".join(f"<li>{e(x)}</li>" for x in card["economics"]["assumptions"])

@@ -187,7 +187,7 @@ class Study:
             "pillars": reg.pillars,
             "metrics": comp.to_dicts(),
             "calibration": cal.to_dicts(),
-            "pillar_importance": self.pillars.select("pillar", "mean_abs_shap", "share").to_dicts(),
+            "pillar_importance": self.pillars.select("pillar", "label", "mean_abs_shap", "share").to_dicts(),
             "economics": {"best": self.economics.best, "plus_5pp": self.economics.plus_5pp,
                           "assumptions": self.economics.assumptions.lines() + [self.value_note]},
             "limitations": self._limitations(),

@@ -1,0 +1,19 @@
+"""nbval runs every notebook here; those about a shared public dataset skip, with the reason, where it is absent."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.suffix != ".ipynb":
+            continue
+        runs_on = json.loads(path.read_text()).get("metadata", {}).get("trustml", {}).get("runs_on", "any")
+        if runs_on not in ("any", "simulated") and not (SHARED / runs_on).exists():
+            item.add_marker(pytest.mark.skip(reason=f"{SHARED / runs_on} not found: the shared public datasets are "
+                                                    "beside the repo in CI and on dev machines, not on a user's machine"))
