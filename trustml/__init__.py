@@ -4,7 +4,7 @@ tables -> snapshots/features -> model -> explanations -> what-if -> reports, one
 `Study` runs them on the simulated trust world or on your own data read through a mapping.
 """
 
-from trustml import economics, evaluate, explanations, features, mapping, model, whatif  # the stage modules, as tm.<stage>
+from trustml import economics, evaluate, explanations, features, mapping, model, whatif  # noqa: F401  (tm.<stage>)
 from trustml.contract import ContractError, validate
 from trustml.economics import Assumptions, retention_economics
 from trustml.explorer import Explorer

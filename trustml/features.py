@@ -520,7 +520,7 @@ def signal_profile(table: FeatureTable, feature: str, bins: int = 8) -> pl.DataF
         key = x.cast(pl.String) if x.dtype == pl.String else x
         grouped = lab.with_columns(bin=key)
     else:
-        grouped = lab.with_columns(bin=x.qcut(bins, allow_duplicates=True).cast(pl.String), _order=x)
+        grouped = lab.with_columns(bin=x.qcut(bins, allow_duplicates=True).cast(pl.String))
     out = grouped.group_by("bin").agg(pl.len().alias("rows"), pl.col("churned").mean().alias("churn_rate"),
                                       pl.col(feature).min().alias("_lo"))
     return out.sort("_lo").drop("_lo")

@@ -37,10 +37,10 @@ import numpy as np
 import polars as pl
 
 from trustml.contract import ContractError, Problem
-from trustml.features import DEFAULT_SPEC, Feature, FeatureRegistry, FeatureSpec, FeatureTable, Snapshots, build_features
+from trustml.features import DEFAULT_SPEC, Feature, FeatureRegistry, FeatureSpec, FeatureTable, Snapshots
 from trustml.pillars import EVENT_TYPES, PILLARS
 
-__all__ = ["Mapping", "load_mapping", "read_data", "flat_table", "event_tables", "events_table", "value_of", "SHIPPED"]
+__all__ = ["Mapping", "load_mapping", "read_data", "flat_table", "event_tables", "value_of", "SHIPPED"]
 
 SHIPPED = Path(__file__).with_name("mappings")
 _FLAT_DATE = dt.date(1970, 1, 1)   # flat tables have no dates: one undated "snapshot"
@@ -56,7 +56,7 @@ class Mapping:
     name: str = ""
     target: str | None = None                   # flat: the churn column
     positive: tuple[str, ...] = ("Yes", "yes", "1", "True", "true")
-    negative: tuple[str, ...] | None = None     # flat: labels meaning "stayed"; default: anything not positive... if given, others are errors
+    negative: tuple[str, ...] | None = None     # flat: labels meaning "stayed"; if given, any other label is an error
     timestamp: str | None = None                # events
     timestamp_format: str | None = None
     event_type: str | None = None               # events: the column, or None when every row is `default_type`
@@ -445,12 +445,6 @@ def _event_spec(types: list[str], mapping: Mapping, has_value: bool) -> tuple[Fe
         if has_value:
             spec += [FeatureSpec(t, "sum", 365, pillar=pillar, direction=d), FeatureSpec(t, "mean", 365, pillar=pillar)]
     return tuple(spec)
-
-
-def events_table(df: pl.DataFrame, mapping: Mapping, *, source: str = "data") -> FeatureTable:
-    """An event log straight to the feature table (snapshots and labels from the mapping's [churn])."""
-    customers, events, spec, snaps, as_of = event_tables(df, mapping, source=source)
-    return build_features(customers, events, snaps, spec, as_of=as_of)
 
 
 def value_of(frame: pl.DataFrame, mapping: Mapping | None, monthly_churn: float) -> tuple[np.ndarray, str]:

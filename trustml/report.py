@@ -52,7 +52,7 @@ def execute(nb, cwd: Path, timeout: int = 900):
     """Run every cell (kernel python3) in `cwd`; widget state is stored so HTML shows the widgets."""
     from nbclient import NotebookClient
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
-                            store_widget_state=True)
+                            store_widget_state=True, record_timing=False)
     client.execute()
     return nb
 

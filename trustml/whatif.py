@@ -12,17 +12,12 @@ broken" for one customer. Categorical levers (a contract type, say) take one of 
 
 Examples
 --------
->>> from trustml.simulator import simulate
->>> from trustml.features import build_features, Snapshots
->>> from trustml.model import train
->>> w = simulate(2000, 18, seed=2)
->>> table = build_features(w.customers, w.events, Snapshots())
->>> trained, _ = train(table, n_estimators=60)
->>> [lv.name for lv in levers(trained.registry)][:3]
+>>> from trustml.study import Study
+>>> study = Study.load(n_customers=1500, n_months=15, seed=2)
+>>> [lv.name for lv in levers(study.registry)][:3]
 ['resolution_hours', 'ticket_reopened', 'empathy_score']
->>> row = table.frame.tail(1)
->>> result = what_if(trained, row, {"promise_broken": 0})
->>> 0 <= result.risk_after <= 1
+>>> result = what_if(study.trained, study.riskiest(1), {"promise_broken": 0})
+>>> result.risk_after <= result.risk_before
 True
 """
 
@@ -33,7 +28,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
-from scipy.special import expit
 
 from trustml.features import FeatureRegistry
 from trustml.model import TrainedModel
@@ -41,7 +35,7 @@ from trustml.pillars import PILLARS
 from trustml.privacy import pseudonymise
 
 __all__ = ["Lever", "LeverCost", "WhatIf", "levers", "apply_levers", "what_if", "cheapest_plan", "campaign",
-           "SIMULATOR_LEVERS", "whatif_vs_truth"]
+           "describe_settings", "SIMULATOR_LEVERS", "whatif_vs_truth"]
 
 
 @dataclass(frozen=True)
@@ -67,14 +61,15 @@ class Lever:
         """Candidate settings for a plan search: the valid range on the risk-lowering side of `current`."""
         if self.categorical:  # only customers whose value is one of the lever's values can move along it
             return [o for o in self.options if o != current] if current in self.options else []
+        if current is None or np.isnan(current):  # e.g. no tickets: nothing to resolve faster
+            return []
         lo, hi = self.low, self.high
-        if current is not None and not np.isnan(current):
-            if self.direction > 0:
-                hi = min(hi, current)
-            elif self.direction < 0:
-                lo = max(lo, current)
+        if self.direction > 0:
+            hi = min(hi, current)
+        elif self.direction < 0:
+            lo = max(lo, current)
         values = np.unique(np.round(np.linspace(lo, hi, n), 6))
-        return [float(v) for v in values if current is None or np.isnan(current) or abs(v - current) > 1e-9]
+        return [float(v) for v in values if abs(v - current) > 1e-9]
 
 
 @dataclass(frozen=True)
