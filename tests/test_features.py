@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import shared_data
+from support import shared_data
 from trustml.datasets import read_cdnow
 from trustml.features import DEFAULT_SPEC, FeatureSpec, FeatureTable, Snapshots, build_features
 

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import shared_data
+from support import shared_data
 from trustml.cli import main
 from trustml.contract import ContractError
 from trustml.datasets import read_cdnow

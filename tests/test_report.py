@@ -6,7 +6,7 @@ import json
 import nbformat
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 from trustml.report import inject_parameters, run_report, suite
 
 NOTEBOOKS = suite(ROOT / "notebooks")

@@ -62,7 +62,8 @@ def pillar_explanation(expl: shap.Explanation, registry: FeatureRegistry) -> sha
     pillars = registry.pillars
     idx = {p: [i for i, n in enumerate(expl.feature_names) if registry.pillar_of(n) == p] for p in pillars}
     values = np.column_stack([expl.values[:, idx[p]].sum(axis=1) for p in pillars])
-    return shap.Explanation(values=values, base_values=expl.base_values, data=np.full(values.shape, np.nan),
+    # a pillar has no single "feature value": its data is its contribution, so shap plots colour by it
+    return shap.Explanation(values=values, base_values=expl.base_values, data=values.copy(),
                             feature_names=[PILLARS[p].label for p in pillars], output_names=expl.output_names)
 
 
