@@ -1,11 +1,12 @@
-"""nbval runs every notebook here; those about a shared public dataset skip, with the reason, where it is absent."""
+"""Repository-wide pytest hooks: nbval runs every notebook in notebooks/; those about a shared public
+dataset skip, with the reason, where ../shared is absent (a user's machine)."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[1] / "shared" / "data"
 
 
 def pytest_collection_modifyitems(config, items):
