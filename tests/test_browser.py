@@ -1,8 +1,8 @@
-"""The what-if explorer in a real browser: JupyterLab on localhost, Debian's Chromium driven by Selenium.
+"""The what-if explorer in a real browser: JupyterLab on localhost, Debian's Chromium driven by Playwright.
 
 Run all cells of notebooks/06_what_if_explorer.ipynb, move a slider, check the risk text changes,
-keep a screenshot in test-artifacts/. Chromium and chromedriver come from Debian's packages
-(scripts/test.sh installs them when it can); nothing is downloaded at run time.
+keep a screenshot in test-artifacts/. Chromium comes from Debian's packages (scripts/test.sh
+installs it when it can); Playwright launches that binary, so no browser is downloaded.
 """
 
 import os
@@ -18,9 +18,8 @@ import pytest
 from support import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Chromium/chromedriver not installed: "
-                                "apt-get install chromium chromium-driver (scripts/test.sh does it when run as root)")
+pytestmark = pytest.mark.skipif(not CHROMIUM, reason="Chromium not installed: apt-get install chromium "
+                                "(scripts/test.sh does it when run as root)")
 NOTEBOOK = "06_what_if_explorer.ipynb"
 
 
@@ -57,57 +56,44 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,1100"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
-    yield driver
-    driver.quit()
+def page():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield browser.new_page(viewport={"width": 1500, "height": 1100})
+        browser.close()
 
 
-def _wait(driver, js: str, timeout: float = 120, what: str = ""):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = driver.execute_script(js)
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what or js}")
-
-
-def test_moving_a_slider_in_jupyterlab_changes_the_risk(lab, browser):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    browser.get(f"{lab}/lab/tree/{NOTEBOOK}")
-    _wait(browser, "const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                   "return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
-                   " && w.sessionContext.session.kernel.connectionStatus === 'connected');", what="the notebook's kernel")
-    browser.execute_script("const c = window.jupyterapp.commands; return c.execute('notebook:clear-all-cell-outputs')"
-                           ".then(() => c.execute('notebook:run-all-cells'));")
-    # every cell has run: the playbook (last code cell) has printed its table
-    _wait(browser, "const cells = window.jupyterapp.shell.currentWidget.content.widgets.filter(c => c.model.type === 'code');"
-                   "return cells.every(c => c.model.executionCount !== null) && "
-                   "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle';",
-          timeout=240, what="all cells to run")
-    risk = _wait(browser, "const e = document.querySelector('.trustml-risk'); return e && e.textContent;", what="the risk text")
-    assert "churn risk" in risk and "cust-" in risk and "→" not in risk
-    label = browser.find_element(By.XPATH, "//label[contains(., 'Marketing contacts in the last 30 days')]")
-    slider = label.find_element(By.XPATH, "ancestor::div[contains(@class, 'widget-slider')][1]")
-    readout = slider.find_element(By.CSS_SELECTOR, ".widget-readout")
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", readout)
+def test_moving_a_slider_in_jupyterlab_changes_the_risk(lab, page):
+    page.set_default_timeout(240_000)
+    page.goto(f"{lab}/lab/tree/{NOTEBOOK}")
+    page.wait_for_function("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                           "return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
+                           " && w.sessionContext.session.kernel.connectionStatus === 'connected'); }")
+    page.evaluate("() => { const c = window.jupyterapp.commands; return c.execute('notebook:clear-all-cell-outputs')"
+                  ".then(() => c.execute('notebook:run-all-cells')); }")
+    # every code cell has run and the kernel is idle again
+    page.wait_for_function("() => { const w = window.jupyterapp.shell.currentWidget;"
+                           "const cells = w.content.widgets.filter(c => c.model.type === 'code');"
+                           "return cells.every(c => c.model.executionCount !== null) && w.sessionContext.session.kernel.status === 'idle'; }")
+    risk = page.locator(".trustml-risk")
+    before = risk.text_content()
+    assert "churn risk" in before and "cust-" in before and "→" not in before
+    slider = page.locator(".widget-slider", has=page.get_by_text("Marketing contacts in the last 30 days", exact=True))
+    readout = slider.locator(".widget-readout")
+    readout.scroll_into_view_if_needed()
     readout.click()
-    readout.send_keys(Keys.CONTROL, "a")
-    readout.send_keys("0", Keys.ENTER)
-    changed = _wait(browser, "const e = document.querySelector('.trustml-risk');"
-                             f"return e && e.textContent !== {risk!r} && e.textContent;", timeout=60, what="the risk to change")
-    assert "→" in changed and "points" in changed
-    browser.execute_script("document.querySelector('.trustml-risk').scrollIntoView({block: 'start'});")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("0")
+    page.keyboard.press("Enter")
+    page.wait_for_function("before => { const e = document.querySelector('.trustml-risk'); return e && e.textContent !== before; }",
+                           arg=before, timeout=60_000)
+    after = risk.text_content()
+    assert "→" in after and "points" in after
+    page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'")
+    page.wait_for_timeout(500)  # let the chart image repaint
+    risk.scroll_into_view_if_needed()
     out = ROOT / "test-artifacts"
     out.mkdir(exist_ok=True)
-    browser.save_screenshot(str(out / "what_if_explorer.png"))
+    page.screenshot(path=str(out / "what_if_explorer.png"))
     assert (out / "what_if_explorer.png").stat().st_size > 10_000
