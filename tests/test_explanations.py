@@ -70,3 +70,21 @@ def test_truthfulness_against_the_simulator(world, trained, test_rows, expl):
     assert r["levers"].height == 50
     assert r["disagreements"].height == int(round((1 - r["agreement"]) * 50))
     assert r["disagreements"]["reason"].null_count() == 0
+
+
+def test_dependence_feature_prefers_contact_then_actionable_then_strongest(trained, table):
+    import dataclasses
+
+    from trustml.explanations import dependence_feature, explain, feature_importance
+    from trustml.features import FeatureRegistry
+    model = trained[0]
+    expl = explain(model, table.labelled().head(300))
+    assert dependence_feature(expl, model.registry) == "marketing_contact__count_30d"
+    keep = [i for i, n in enumerate(model.registry.names) if n != "marketing_contact__count_30d"]
+    sub = expl[:, keep]
+    feats = [model.registry.features[i] for i in keep]
+    actionable = FeatureRegistry(tuple(feats))
+    ranked = feature_importance(sub, actionable)["feature"].to_list()
+    assert dependence_feature(sub, actionable) == next(f for f in ranked if actionable[f].actionable)
+    none = FeatureRegistry(tuple(dataclasses.replace(f, actionable=False) for f in feats))
+    assert dependence_feature(sub, none) == ranked[0]

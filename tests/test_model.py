@@ -82,3 +82,19 @@ def test_backtest_has_several_time_ordered_folds(table):
     assert bt.height == 2
     assert (bt["train_until"] < bt["test_from"]).all()
     assert bt["test_from"][0] < bt["test_from"][1]
+
+
+def test_backtest_keeps_the_folds_that_fit_a_short_history(table):
+    import polars as pl
+
+    from trustml.evaluate import backtest
+    from trustml.features import FeatureTable
+    dates = sorted(table.labelled()["snapshot_date"].unique())[:9]
+    short = FeatureTable(table.frame.filter(pl.col("snapshot_date").is_in(dates)), table.registry, table.snapshots,
+                         table.as_of, table.dropped)
+    bt = backtest(short, folds=3, test_snapshots=2, n_estimators=40)
+    assert 1 <= bt.height < 3 and bt["fold"].to_list() == list(range(1, bt.height + 1))
+    tiny = FeatureTable(table.frame.filter(pl.col("snapshot_date").is_in(dates[:4])), table.registry, table.snapshots,
+                        table.as_of, table.dropped)
+    with pytest.raises(ValueError, match="not even one fold"):
+        backtest(tiny)

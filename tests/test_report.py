@@ -94,3 +94,29 @@ def test_notebooks_about_the_simulator_are_skipped_on_user_data(tmp_path):
     assert "simulated data only" in html and not (index.parent / "02_truth.html").exists()
     card = json.loads((index.parent / "model_card.json").read_text())
     assert card["data"]["kind"] == "flat" and card["data"]["file"] == "flat.csv"
+
+
+def test_the_suite_runs_on_a_users_event_log(tmp_path):
+    """Every notebook meant for any data runs on an event log with no cancellations (churn by inactivity)."""
+    import shutil
+
+    import polars as pl
+
+    from trustml.simulator import simulate
+    w = simulate(800, 14, seed=3)
+    kinds = ["usage", "ticket_opened", "ticket_resolved", "promise_broken", "promise_kept", "marketing_contact"]
+    data = tmp_path / "log.csv"
+    (w.events.filter(pl.col("event_type").is_in(kinds))
+     .select(pl.col("customer_id").alias("account"), pl.col("timestamp").dt.strftime("%Y-%m-%d %H:%M:%S").alias("at"),
+             pl.col("event_type").alias("what"), pl.col("value").alias("amount"))
+     .write_csv(data))
+    mapping = tmp_path / "log.yaml"
+    mapping.write_text("kind: events\ncolumns: {id: account, timestamp: at, event_type: what, value: amount}\n"
+                       "churn: {horizon: 60d, active_gap_days: 60}\n")
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    for p in NOTEBOOKS:
+        if nbformat.read(p, as_version=4).metadata["trustml"]["runs_on"] == "any":
+            shutil.copy(p, folder / p.name)
+    index = run_report(tmp_path / "out", data=data, mapping=mapping, notebooks=folder, progress=False)
+    assert index.read_text().count("<td>ok</td>") == len(list(folder.glob("*.ipynb")))

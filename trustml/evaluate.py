@@ -109,7 +109,10 @@ def compare_models(table: FeatureTable, split: TemporalSplit | CustomerSplit, tr
 
 
 def backtest(table: FeatureTable, folds: int = 3, test_snapshots: int = 2, **train_kwargs) -> pl.DataFrame:
-    """Rolling-origin backtest: each fold trains on everything before its test snapshots."""
+    """Rolling-origin backtest: each fold trains on everything before its test snapshots.
+
+    Short histories get the folds that fit (at least one, else a clear error).
+    """
     from trustml.model import temporal_split
     dates = sorted(table.labelled()["snapshot_date"].unique().to_list())
     rows = []
@@ -117,12 +120,18 @@ def backtest(table: FeatureTable, folds: int = 3, test_snapshots: int = 2, **tra
         cut = len(dates) - k * test_snapshots
         sub = FeatureTable(table.frame.filter(pl.col("snapshot_date").is_in(dates[:cut])),
                            table.registry, table.snapshots, table.as_of, table.dropped)
-        split = temporal_split(sub, test_snapshots=test_snapshots)
+        try:
+            split = temporal_split(sub, test_snapshots=test_snapshots)
+        except ValueError as e:
+            if not rows:
+                raise ValueError(f"backtest: not even one fold fits: {e}") from None
+            break
         trained, _ = train(sub, split, **train_kwargs)
         te = split.frames(sub.labelled())[2]
-        rows.append({"fold": folds - k, "train_until": split.train[-1], "test_from": split.test[0], "test_to": split.test[-1],
+        rows.append({"fold": k + 1, "train_until": split.train[-1], "test_from": split.test[0], "test_to": split.test[-1],
                      **metrics(te["churned"], trained.predict_risk(te))})
-    return pl.DataFrame(rows).sort("fold")
+    n = len(rows)
+    return pl.DataFrame(rows).with_columns(fold=n + 1 - pl.col("fold")).sort("fold")
 
 
 def plot_evaluation(y, p, *, label: str = "model", axes=None):

@@ -32,7 +32,7 @@ from trustml.pillars import PILLARS
 from trustml.privacy import pseudonymise
 
 __all__ = ["explain", "pillar_explanation", "pillar_importance", "feature_importance", "cohort_pillars",
-           "reason_codes", "top_interactions", "explanations_frame", "truthfulness", "plot_pillar_importance", "plot_truth"]
+           "reason_codes", "top_interactions", "explanations_frame", "truthfulness", "dependence_feature", "plot_pillar_importance", "plot_truth"]
 
 
 def explain(trained: TrainedModel, frame: pl.DataFrame, *, batch_size: int = 20_000, progress: bool = False) -> shap.Explanation:
@@ -236,6 +236,16 @@ def truthfulness(trained: TrainedModel, frame: pl.DataFrame, truth: pl.DataFrame
                .sort(["customers", "reason"], descending=[True, False]))
     return {"pillars": pillars.sort("true_mean_abs_effect", descending=True), "spearman": rho, "levers": lever_table,
             "agreement": float(agree.mean()), "disagreements": dis, "reasons": reasons}
+
+
+def dependence_feature(expl: shap.Explanation, registry: FeatureRegistry) -> str:
+    """The feature most worth a dependence plot: recent marketing contact if the data has it (contact
+    fatigue), else the actionable feature with the largest mean |SHAP|, else the largest of all."""
+    if "marketing_contact__count_30d" in registry.names:
+        return "marketing_contact__count_30d"
+    ranked = feature_importance(expl, registry)["feature"].to_list()
+    actionable = {f.name for f in registry.actionable()}
+    return next((f for f in ranked if f in actionable), ranked[0])
 
 
 def plot_pillar_importance(pillars: pl.DataFrame, ax=None, title: str = "What drives churn risk, by trust pillar"):

@@ -75,7 +75,7 @@ def _plan(nb, data, mapping, sizes: tuple[int, int, int], shared: Path) -> tuple
     if runs_on in ("any", "simulated"):
         if data is None:
             return {"n_customers": sizes[0], "n_months": sizes[1], "seed": sizes[2]}, ""
-        return None, "shows the simulator's ground truth: runs on simulated data only"
+        return None, "made for the simulated trust world (its events and ground truth): runs on simulated data only"
     if data is not None:
         return None, f"a notebook about the public dataset {runs_on}; not part of a report on your data"
     if not (shared / runs_on).exists():
