@@ -46,3 +46,17 @@ def test_bad_input_is_a_clear_message_not_a_traceback(tmp_path):
 def test_parser_knows_all_commands():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert sorted(sub.choices) == sorted(COMMANDS)
+
+
+def test_features_from_your_own_file_through_a_mapping(tmp_path, capsys):
+    data = tmp_path / "flat.csv"
+    pl.DataFrame({"id": [f"c{i}" for i in range(300)], "left": ["yes", "no", "no"] * 100,
+                  "plan": ["a", "b", "c"] * 100, "spend": [float(i % 17) for i in range(300)]}).write_csv(data)
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("kind: flat\ncolumns: {id: id, target: left, positive: [yes], negative: [no]}\npillars: {promises: [plan]}\n")
+    f, m = tmp_path / "f.parquet", tmp_path / "model"
+    main(["features", "--data", str(data), "--mapping", str(mapping), "--out", str(f)])
+    main(["train", "--features", str(f), "--out", str(m)])
+    main(["evaluate", "--features", str(f), "--model", str(m)])
+    out = capsys.readouterr().out
+    assert "wrote 300 rows x 2 features" in out and "lightgbm (calibrated)" in out

@@ -20,12 +20,16 @@ def _simulate(a):
 
 def _features(a):
     from trustml.features import Snapshots, build_features
-    from trustml.simulator import read_world
-    customers, events = read_world(a.data)
-    snaps = Snapshots(every=a.every, horizon=a.horizon, lead=a.lead, churn=a.churn)
-    table = build_features(customers, events, snaps)
+    if a.mapping:  # your own data: the mapping says what the columns mean (and how churn is defined)
+        from trustml.study import Study
+        table = Study.from_file(a.data, a.mapping).table
+    else:
+        from trustml.simulator import read_world
+        customers, events = read_world(a.data)
+        snaps = Snapshots(every=a.every, horizon=a.horizon, lead=a.lead, churn=a.churn)
+        table = build_features(customers, events, snaps)
     table.write(a.out)
-    print(f"wrote {table.frame.height:,} customer-snapshots x {len(table.registry)} features to {a.out}")
+    print(f"wrote {table.frame.height:,} rows x {len(table.registry)} features to {a.out}")
     for name, why in table.dropped.items():
         print(f"  left out {name}: {why}")
 
@@ -117,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_simulate)
 
     s = sub.add_parser("features", help="build point-in-time snapshots, labels and features")
-    s.add_argument("--data", required=True, help="folder with customers.parquet and events.parquet")
+    s.add_argument("--data", required=True, help="folder written by `trustml simulate`, or your file with --mapping")
+    s.add_argument("--mapping", help="mapping (TOML/YAML, or telco / cdnow) for your own --data file")
     s.add_argument("--out", required=True, help="feature table parquet to write (plus a .json sidecar)")
     s.add_argument("--every", default="1mo", help="time between snapshots (polars duration, default 1mo)")
     s.add_argument("--horizon", default="1mo", help="label window after the snapshot (default 1mo)")

@@ -162,7 +162,7 @@ def load_mapping(path_or_name: str | Path) -> Mapping:
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
-            d = yaml.safe_load(text)
+            d = yaml.load(text, Loader=_yaml_loader())
         else:
             d = tomllib.loads(text)
     except Exception as e:  # tomllib / yaml parse errors carry the line
@@ -170,6 +170,22 @@ def load_mapping(path_or_name: str | Path) -> Mapping:
     if not isinstance(d, dict):
         raise ContractError([Problem(path.name, None, "a mapping must be a table of keys")])
     return Mapping.from_dict(d, origin=str(path))
+
+
+def _yaml_loader():
+    """YAML's safe loader, except that yes/no/on/off stay text (YAML 1.1 reads them as booleans, and churn
+    labels are often exactly those words); only true/false are booleans."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+    bool_tag = "tag:yaml.org,2002:bool"
+    Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != bool_tag]
+                                      for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    return Loader
 
 
 def read_data(path: str | Path, mapping: Mapping) -> pl.DataFrame:
