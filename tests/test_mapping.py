@@ -217,3 +217,39 @@ def test_a_missing_data_file_or_mapping_is_named(tmp_path):
         load_mapping("no_such_mapping")
     with pytest.raises(ContractError):
         Mapping.from_dict({"kind": "flat"})
+
+
+def test_event_log_with_a_subscriptions_table_gives_the_contract_labels(world, table, tmp_path):
+    """The simulator's tables, written as a user would have them: an event log without cancellations, and a
+    subscriptions file with start and end dates. Labels come out as from the contract tables."""
+    ends = world.events.filter(pl.col("event_type") == "cancellation").group_by("customer_id").agg(pl.col("timestamp").min().alias("ended"))
+    subs = (world.customers.join(ends, on="customer_id", how="left")
+            .select(pl.col("customer_id").alias("account"), pl.col("signup_date").alias("started"), "ended", "plan", "monthly_price"))
+    subs.write_csv(tmp_path / "subscriptions.csv")
+    (world.events.filter(pl.col("event_type") != "cancellation")
+     .rename({"customer_id": "account", "timestamp": "at", "event_type": "what", "value": "amount"}).write_parquet(tmp_path / "log.parquet"))
+    (tmp_path / "m.yaml").write_text(
+        "kind: events\ncolumns: {id: account, timestamp: at, event_type: what, value: amount}\n"
+        "subscriptions: {file: subscriptions.csv, start: started, end: ended}\npillars: {account: [plan, monthly_price]}\n"
+        f"churn: {{as_of: '{world.as_of.isoformat()}'}}\n")
+    study = Study.load(tmp_path / "log.parquet", tmp_path / "m.yaml")
+    got = study.table.frame.select("customer_id", "snapshot_date", "churned")
+    want = table.frame.select("customer_id", "snapshot_date", "churned")
+    assert study.table.snapshots.churn == "cancellation"
+    assert got.equals(want)
+    assert study.registry["plan"].categorical and study.registry["monthly_price"].pillar == "account"
+
+
+def test_subscriptions_problems_name_the_file_and_column(tmp_path):
+    (tmp_path / "log.csv").write_text("cid,when,kind\na,2024-01-05,usage\nz,2024-01-06,usage\n")
+    (tmp_path / "subs.csv").write_text("cid,since,until\na,2023-12-01,2023-11-01\n")
+    (tmp_path / "m.yaml").write_text("kind: events\ncolumns: {id: cid, timestamp: when, event_type: kind}\n"
+                                     "subscriptions: {file: subs.csv, start: since, end: until}\n")
+    with pytest.raises(ContractError) as e:
+        Study.load(tmp_path / "log.csv", tmp_path / "m.yaml")
+    msg = str(e.value)
+    assert "file 'subs.csv', column 'until': ends before it starts" in msg
+    assert "file 'log.csv', column 'cid': customer id not in the subscriptions file subs.csv" in msg and "'z'" in msg
+    (tmp_path / "m.yaml").write_text("kind: events\ncolumns: {id: cid, timestamp: when, event_type: kind}\nsubscriptions: {file: subs.csv}\n")
+    with pytest.raises(ContractError, match="subscriptions.*needs `file` and `start`"):
+        Study.load(tmp_path / "log.csv", tmp_path / "m.yaml")

@@ -71,6 +71,7 @@ class Mapping:
     customer_value: str | None = None                 # or: a column/feature with the value at stake, in money
     source: dict = field(default_factory=dict)        # format, separator, header, columns
     churn: dict = field(default_factory=dict)         # events: Snapshots settings
+    subscriptions: dict = field(default_factory=dict)  # events: file, id, start, end (+ attribute columns)
     origin: str = "<dict>"
 
     @classmethod
@@ -82,7 +83,7 @@ class Mapping:
             problems.append(Problem(where, key, what))
 
         known = {"name", "kind", "columns", "pillars", "actionable", "directions", "sensitive", "source", "churn",
-                 "event_types", "events"}
+                 "event_types", "events", "subscriptions"}
         for k in d:
             if k not in known:
                 bad(k, f"unknown key; expected one of {sorted(known)}")
@@ -111,6 +112,9 @@ class Mapping:
         for k, v in dirs.items():
             if v not in (-1, 0, 1):
                 bad(f"directions.{k}", f"must be -1, 0 or +1, got {v!r}")
+        subs = d.get("subscriptions") or {}
+        if subs and not (subs.get("file") and subs.get("start")):
+            bad("subscriptions", "needs `file` and `start` (signup date column); `end` (cancellation date) is optional")
         if problems:
             raise ContractError(problems)
         pos = cols.get("positive", cls.positive)
@@ -123,7 +127,8 @@ class Mapping:
                    event_types=dict(d.get("event_types") or {}), pillars={p: list(m) for p, m in pillars.items()},
                    actionable=act, directions=dict(dirs), sensitive=tuple(d.get("sensitive") or ()),
                    monthly_value=cols.get("monthly_value"), customer_value=cols.get("customer_value"),
-                   source=dict(d.get("source") or {}), churn=dict(d.get("churn") or {}), origin=origin)
+                   source=dict(d.get("source") or {}), churn=dict(d.get("churn") or {}), subscriptions=dict(subs),
+                   origin=origin)
 
     def pillar_of(self, name: str) -> str:
         for p, members in self.pillars.items():
@@ -294,6 +299,22 @@ def _numeric_or_category(s: pl.Series, name: str) -> tuple[pl.Series | None, str
     return None, f"type {s.dtype}", None
 
 
+def _times(s: pl.Series, fmt: str | None, name: str) -> tuple[pl.Series, list[Problem]]:
+    """Dates or text dates -> Datetime(us); blanks stay null; text that does not parse is a problem."""
+    if s.dtype == pl.Date or isinstance(s.dtype, pl.Datetime):
+        return s.cast(pl.Datetime("us")), []
+    if not (s.dtype == pl.String or s.dtype.is_numeric() or s.dtype == pl.Null):
+        return s, [Problem(name, s.name, f"wrong type {s.dtype}, expected dates or text dates")]
+    text = s.cast(pl.String).str.strip_chars().replace("", None)
+    parsed = text.str.to_datetime(fmt, strict=False) if fmt else text.str.to_datetime(strict=False)  # one inferred format
+    bad = parsed.is_null() & text.is_not_null()
+    if bad.any():
+        how = f"format {fmt!r}" if fmt else "one date format (mixed formats?)"
+        return parsed, [Problem(name, s.name, f"timestamps that do not parse as {how}", int(bad.sum()),
+                                tuple(text.filter(bad).head(3).to_list()))]
+    return parsed.cast(pl.Datetime("us")), []
+
+
 def _labels(df: pl.DataFrame, mapping: Mapping, name: str) -> tuple[pl.Series | None, list[Problem]]:
     t = df[mapping.target].cast(pl.String).str.strip_chars()
     pos, neg = set(mapping.positive), set(mapping.negative) if mapping.negative else None
@@ -364,34 +385,22 @@ def flat_table(df: pl.DataFrame, mapping: Mapping, *, source: str = "data") -> F
                         dt.datetime.combine(_FLAT_DATE, dt.time()), dropped)
 
 
-def event_tables(df: pl.DataFrame, mapping: Mapping, *, source: str = "data"):
-    """An event log -> (customers, events, spec, snapshots): contract tables and a generated feature spec.
+def event_tables(df: pl.DataFrame, mapping: Mapping, *, source: str = "data", subscriptions: pl.DataFrame | None = None,
+                 subscriptions_source: str = "subscriptions"):
+    """An event log -> (customers, events, spec, snapshots, as_of): contract tables and a generated feature spec.
 
     Raw event types map to contract types via [event_types]; others keep their name and pillar
-    from [pillars] (default "other") and get count, recency and trend features.
+    from [pillars] (default "other") and get count, recency and trend features. With a
+    subscriptions table ([subscriptions] file, id, start, end), signup comes from `start`, each
+    `end` becomes a cancellation (churn is contractual) and its other columns become attributes.
     """
     name = Path(source).name
     problems = _check_mentioned(df, mapping, name)
     if problems:
         raise ContractError(problems)
     problems += _ids(df, mapping.id, name, unique=False)
-    ts = df[mapping.timestamp]
-    if ts.dtype == pl.String or ts.dtype.is_numeric():
-        text = ts.cast(pl.String).str.strip_chars()
-        if mapping.timestamp_format:
-            parsed = text.str.to_datetime(mapping.timestamp_format, strict=False)
-        else:
-            parsed = text.str.to_datetime(strict=False)   # polars infers one format from the data
-        bad = parsed.is_null() & text.is_not_null()
-        if bad.any():
-            how = f"format {mapping.timestamp_format!r}" if mapping.timestamp_format else "one date format (mixed formats?)"
-            problems.append(Problem(name, mapping.timestamp, f"timestamps that do not parse as {how}", int(bad.sum()),
-                                    tuple(text.filter(bad).head(3).to_list())))
-        ts = parsed
-    elif ts.dtype == pl.Date or isinstance(ts.dtype, pl.Datetime):
-        ts = ts.cast(pl.Datetime("us"))
-    else:
-        problems.append(Problem(name, mapping.timestamp, f"wrong type {ts.dtype}, expected dates or text dates"))
+    ts, p = _times(df[mapping.timestamp], mapping.timestamp_format, name)
+    problems += p
     if mapping.event_type:
         raw_type = df[mapping.event_type].cast(pl.String)
         if raw_type.null_count():
@@ -425,8 +434,13 @@ def event_tables(df: pl.DataFrame, mapping: Mapping, *, source: str = "data"):
             raise ContractError([Problem(name, mapping.timestamp, f"events at or after the as-of date {as_of.date()}", late.height,
                                          tuple(str(t) for t in late["timestamp"].head(3)))])
     events = events.sort("customer_id", "timestamp", "event_type", "value", nulls_last=True)
-    customers = (events.group_by("customer_id").agg(pl.col("timestamp").min().dt.date().alias("signup_date")).sort("customer_id"))
-    spec = _event_spec(sorted(events["event_type"].unique().to_list()), mapping, has_value=value is not None)
+    attributes: tuple[FeatureSpec, ...] = ()
+    if subscriptions is not None:
+        customers, cancels, attributes = _subscriptions(subscriptions, mapping, Path(subscriptions_source).name, events, name)
+        events = pl.concat([events, cancels], how="vertical").sort("customer_id", "timestamp", "event_type", "value", nulls_last=True)
+    else:
+        customers = (events.group_by("customer_id").agg(pl.col("timestamp").min().dt.date().alias("signup_date")).sort("customer_id"))
+    spec = _event_spec(sorted(events["event_type"].unique().to_list()), mapping, has_value=value is not None) + attributes
     c = mapping.churn
     if "cancellation" in events["event_type"].to_list() and c.get("definition", "cancellation") == "cancellation":
         snaps = Snapshots(every=c.get("every", "1mo"), horizon=c.get("horizon", "1mo"), lead=c.get("lead", "0d"),
@@ -436,6 +450,44 @@ def event_tables(df: pl.DataFrame, mapping: Mapping, *, source: str = "data"):
                           churn="inactivity", active_gap_days=int(c.get("active_gap_days", 365)),
                           start=_date(c.get("start")), end=_date(c.get("end")))
     return customers, events, spec, snaps, (as_of or None)
+
+
+def _subscriptions(subs: pl.DataFrame, mapping: Mapping, name: str, events: pl.DataFrame, events_name: str):
+    """customers (signup = start, plus attribute columns), cancellation events (at `end`) and attribute specs."""
+    m = mapping.subscriptions
+    sid, start, end = m.get("id", mapping.id), m["start"], m.get("end")
+    problems = [Problem(name, c, "named in the mapping (subscriptions) but not in the file")
+                for c in (sid, start, end) if c and c not in subs.columns]
+    if problems:
+        raise ContractError(problems)
+    problems += _ids(subs, sid, name, unique=True)
+    t0, p0 = _times(subs[start], m.get("date_format"), name)
+    problems += p0
+    if t0.null_count():
+        problems.append(Problem(name, start, "missing start dates", t0.null_count()))
+    t1 = None
+    if end:
+        t1, p1 = _times(subs[end], m.get("date_format"), name)
+        problems += p1
+        if not p1 and not p0:
+            n = int((t1 < t0).fill_null(False).sum())
+            if n:
+                problems.append(Problem(name, end, "ends before it starts", n))
+    ids = subs[sid].cast(pl.String)
+    unknown = events.filter(~pl.col("customer_id").is_in(ids.implode()))["customer_id"]
+    if unknown.len():
+        problems.append(Problem(events_name, mapping.id, f"customer id not in the subscriptions file {name}", unknown.len(),
+                                tuple(dict.fromkeys(unknown.head(50).to_list()))[:3]))
+    extra = [c for c in subs.columns if c not in (sid, start, end) and c not in mapping.sensitive]
+    if problems:
+        raise ContractError(problems)
+    customers = pl.DataFrame({"customer_id": ids, "signup_date": t0.dt.date()}).with_columns(subs.select(extra))
+    cancels = (pl.DataFrame({"customer_id": ids, "timestamp": t1 if t1 is not None else pl.Series([None] * subs.height, dtype=pl.Datetime("us"))})
+               .drop_nulls("timestamp").with_columns(event_type=pl.lit("cancellation"), value=pl.lit(None, dtype=pl.Float64)))
+    specs = tuple(FeatureSpec(c, "attribute", pillar=mapping.pillar_of(c) if mapping.pillar_of(c) != "other" else "account",
+                              categorical=not subs[c].dtype.is_numeric(), unit="category" if not subs[c].dtype.is_numeric() else None,
+                              description=f"{c} (column of {name})") for c in extra)
+    return customers.sort("customer_id"), cancels, specs
 
 
 def _date(v):

@@ -69,14 +69,20 @@ class Study:
 
     @classmethod
     def from_file(cls, data: str | Path, mapping: str | Path) -> Study:
-        from trustml.mapping import event_tables, flat_table, load_mapping, read_data
+        from trustml.mapping import Mapping, event_tables, flat_table, load_mapping, read_data
         m = load_mapping(mapping)
         df = read_data(data, m)
         source = {"kind": m.kind, "name": m.name or Path(data).name, "file": Path(data).name, "mapping": Path(m.origin).name,
                   "rows": df.height, "fingerprint": fingerprint(df)}
         if m.kind == "flat":
             return cls(flat_table(df, m, source=str(data)), source=source, mapping=m)
-        customers, events, spec, snaps, as_of = event_tables(df, m, source=str(data))
+        subs, subs_path = None, None
+        if m.subscriptions:  # a file beside the log: relative to the mapping, else to the data file
+            subs_path = next((p for p in (Path(m.origin).parent / m.subscriptions["file"], Path(data).parent / m.subscriptions["file"])
+                              if p.exists()), Path(m.subscriptions["file"]))
+            subs = read_data(subs_path, Mapping.from_dict({"kind": "flat", "columns": {"id": "_", "target": "_"}}))
+        customers, events, spec, snaps, as_of = event_tables(df, m, source=str(data), subscriptions=subs,
+                                                             subscriptions_source=str(subs_path))
         source["events"] = events.height
         return cls(build_features(customers, events, snaps, spec, as_of=as_of), source=source, mapping=m, events=events)
 
