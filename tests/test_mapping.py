@@ -242,13 +242,14 @@ def test_event_log_with_a_subscriptions_table_gives_the_contract_labels(world, t
 
 def test_subscriptions_problems_name_the_file_and_column(tmp_path):
     (tmp_path / "log.csv").write_text("cid,when,kind\na,2024-01-05,usage\nz,2024-01-06,usage\n")
-    (tmp_path / "subs.csv").write_text("cid,since,until\na,2023-12-01,2023-11-01\n")
+    (tmp_path / "subs.csv").write_text("cid,since,until\na,2024-01-10,2023-11-01\n")
     (tmp_path / "m.yaml").write_text("kind: events\ncolumns: {id: cid, timestamp: when, event_type: kind}\n"
                                      "subscriptions: {file: subs.csv, start: since, end: until}\n")
     with pytest.raises(ContractError) as e:
         Study.load(tmp_path / "log.csv", tmp_path / "m.yaml")
     msg = str(e.value)
     assert "file 'subs.csv', column 'until': ends before it starts" in msg
+    assert "file 'log.csv', column 'when': events before the customer's start in subs.csv (1 row; e.g. 'a')" in msg
     assert "file 'log.csv', column 'cid': customer id not in the subscriptions file subs.csv" in msg and "'z'" in msg
     (tmp_path / "m.yaml").write_text("kind: events\ncolumns: {id: cid, timestamp: when, event_type: kind}\nsubscriptions: {file: subs.csv}\n")
     with pytest.raises(ContractError, match="subscriptions.*needs `file` and `start`"):

@@ -478,6 +478,12 @@ def _subscriptions(subs: pl.DataFrame, mapping: Mapping, name: str, events: pl.D
     if unknown.len():
         problems.append(Problem(events_name, mapping.id, f"customer id not in the subscriptions file {name}", unknown.len(),
                                 tuple(dict.fromkeys(unknown.head(50).to_list()))[:3]))
+    if not p0:
+        early = events.join(pl.DataFrame({"customer_id": ids, "_start": t0}), on="customer_id", how="inner").filter(
+            pl.col("timestamp") < pl.col("_start"))
+        if early.height:
+            problems.append(Problem(events_name, mapping.timestamp, f"events before the customer's start in {name}", early.height,
+                                    tuple(dict.fromkeys(early["customer_id"].head(50).to_list()))[:3]))
     extra = [c for c in subs.columns if c not in (sid, start, end) and c not in mapping.sensitive]
     if problems:
         raise ContractError(problems)
