@@ -68,7 +68,7 @@ def _explain(a):
     from trustml.model import TrainedModel
     table = FeatureTable.read(a.features)
     trained = TrainedModel.load(a.model)
-    frame = table.frame if a.all else table.frame.filter(pl.col("snapshot_date") == table.frame["snapshot_date"].max())
+    frame = table.frame if a.all else table.latest()
     expl = explain(trained, frame, progress=not a.quiet)
     explanations_frame(trained, frame, expl).write_parquet(a.out)
     with pl.Config(tbl_hide_dataframe_shape=True):
@@ -84,15 +84,13 @@ def _report(a):
 
 
 def _playbook(a):
-    import polars as pl
-
     from trustml.features import FeatureTable
     from trustml.mapping import value_of
     from trustml.model import TrainedModel
     from trustml.whatif import LeverCost, campaign, levers
     table = FeatureTable.read(a.features)
     trained = TrainedModel.load(a.model)
-    latest = table.frame.filter(pl.col("snapshot_date") == table.frame["snapshot_date"].max())
+    latest = table.latest()
     value, note = value_of(latest, None, float(table.labelled()["churned"].mean()))
     plan = campaign(trained, latest, value, top_n=a.top, costs={lv.name: LeverCost(a.cost) for lv in levers(trained.registry)})
     (plan.write_parquet if a.out.endswith(".parquet") else plan.write_csv)(a.out)

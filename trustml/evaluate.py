@@ -24,7 +24,7 @@ from trustml.features import FeatureTable
 from trustml.model import CustomerSplit, TemporalSplit, train
 
 __all__ = ["metrics", "gains_table", "calibration_table", "roc_table", "compare_models", "backtest",
-           "rule_score", "fit_logistic", "plot_evaluation", "cross_validate"]
+           "rule_score", "fit_logistic", "plot_evaluation", "cross_validate", "held_out_folds"]
 
 
 def metrics(y, p, *, probability: bool = True) -> dict[str, float | None]:
@@ -155,6 +155,12 @@ def plot_evaluation(y, p, *, label: str = "model", axes=None):
     return axes
 
 
+def held_out_folds(table: FeatureTable) -> pl.DataFrame:
+    """Metrics on several held-out folds: a rolling-origin `backtest` for snapshots over time, stratified
+    5-fold `cross_validate` for a flat table (where there is no time to keep in order)."""
+    return cross_validate(table) if table.is_flat else backtest(table)
+
+
 def cross_validate(table: FeatureTable, folds: int = 5, seed: int = 0, **params) -> pl.DataFrame:
     """Stratified k-fold ROC-AUC for one-row-per-customer tables (LightGBM with `train`'s defaults, and
     logistic regression), one row per fold. For dated snapshots use `backtest`: never shuffle time.
@@ -162,7 +168,7 @@ def cross_validate(table: FeatureTable, folds: int = 5, seed: int = 0, **params)
     from sklearn.model_selection import StratifiedKFold
 
     from trustml.model import TRAIN_DEFAULTS, ChurnModel
-    if table.frame["snapshot_date"].n_unique() > 1:
+    if not table.is_flat:
         raise ValueError("cross_validate shuffles customers: for snapshots over time use backtest()")
     lab = table.labelled()
     y = lab["churned"].to_numpy()

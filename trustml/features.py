@@ -310,6 +310,15 @@ class FeatureTable:
     def labelled(self) -> pl.DataFrame:
         return self.frame.filter(pl.col("churned").is_not_null())
 
+    @property
+    def is_flat(self) -> bool:
+        """One undated snapshot labelled by the data's own churn column (a flat table, e.g. Telco)."""
+        return self.snapshots.churn == "label"
+
+    def latest(self) -> pl.DataFrame:
+        """The rows of the latest snapshot: the customers to act on now."""
+        return self.frame.filter(pl.col("snapshot_date") == self.frame["snapshot_date"].max())
+
     def X(self, frame: pl.DataFrame | None = None) -> pl.DataFrame:
         return (self.frame if frame is None else frame).select(self.registry.names)
 

@@ -193,13 +193,14 @@ def _yaml_loader():
     return Loader
 
 
-def read_data(path: str | Path, mapping: Mapping) -> pl.DataFrame:
-    """Read CSV, whitespace-separated text or parquet as the mapping's [source] says (default: by suffix)."""
+def read_data(path: str | Path, mapping: Mapping | None = None) -> pl.DataFrame:
+    """Read CSV, whitespace-separated text or parquet as the mapping's [source] says (default, or no mapping: by suffix)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such data file")
     name = path.name
-    fmt = mapping.source.get("format") or ("parquet" if path.suffix == ".parquet" else "csv")
+    source = mapping.source if mapping is not None else {}
+    fmt = source.get("format") or ("parquet" if path.suffix == ".parquet" else "csv")
     if path.stat().st_size == 0:
         raise ContractError([Problem(name, None, "file is empty")])
     try:
@@ -216,9 +217,9 @@ def read_data(path: str | Path, mapping: Mapping) -> pl.DataFrame:
                 df = _read_whitespace(text, mapping, name)
             elif fmt == "csv":
                 import io
-                df = pl.read_csv(io.StringIO(text), separator=mapping.source.get("separator", ","),
-                                 infer_schema_length=None, has_header=mapping.source.get("header", True),
-                                 new_columns=mapping.source.get("columns"))
+                df = pl.read_csv(io.StringIO(text), separator=source.get("separator", ","),
+                                 infer_schema_length=None, has_header=source.get("header", True),
+                                 new_columns=source.get("columns"))
             else:
                 raise ContractError([Problem(Path(mapping.origin).name, "source.format", f"unknown format {fmt!r}: csv, whitespace or parquet")])
     except ContractError:

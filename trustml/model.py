@@ -272,10 +272,8 @@ def split_from_metadata(table: FeatureTable, meta: dict) -> TemporalSplit | Cust
 
 
 def default_split(table: FeatureTable) -> TemporalSplit | CustomerSplit:
-    """Temporal when the table has snapshot dates enough, else a stratified customer split (flat data)."""
-    if table.labelled()["snapshot_date"].n_unique() > 1:
-        return temporal_split(table)
-    return CustomerSplit()
+    """Temporal for snapshots over time; a stratified customer split for flat (undated) tables."""
+    return CustomerSplit() if table.is_flat else temporal_split(table)
 
 
 def temporal_split(table: FeatureTable, *, test_snapshots: int = 3, calibration_snapshots: int = 2,

@@ -24,6 +24,7 @@ import polars as pl
 
 from trustml.features import FeatureTable, Snapshots, build_features
 from trustml.model import fingerprint, train
+from trustml.pillars import TRUST_PILLARS
 
 __all__ = ["Study", "setup_notebook"]
 
@@ -69,7 +70,7 @@ class Study:
 
     @classmethod
     def from_file(cls, data: str | Path, mapping: str | Path) -> Study:
-        from trustml.mapping import Mapping, event_tables, flat_table, load_mapping, read_data
+        from trustml.mapping import event_tables, flat_table, load_mapping, read_data
         m = load_mapping(mapping)
         df = read_data(data, m)
         source = {"kind": m.kind, "name": m.name or Path(data).name, "file": Path(data).name, "mapping": Path(m.origin).name,
@@ -80,7 +81,7 @@ class Study:
         if m.subscriptions:  # a file beside the log: relative to the mapping, else to the data file
             subs_path = next((p for p in (Path(m.origin).parent / m.subscriptions["file"], Path(data).parent / m.subscriptions["file"])
                               if p.exists()), Path(m.subscriptions["file"]))
-            subs = read_data(subs_path, Mapping.from_dict({"kind": "flat", "columns": {"id": "_", "target": "_"}}))
+            subs = read_data(subs_path)
         customers, events, spec, snaps, as_of = event_tables(df, m, source=str(data), subscriptions=subs,
                                                              subscriptions_source=str(subs_path))
         source["events"] = events.height
@@ -111,9 +112,7 @@ class Study:
     @cached_property
     def latest(self) -> pl.DataFrame:
         """Customers to act on now: the latest snapshot (labelled or not); for flat data, the test customers."""
-        if self.table.snapshots.churn == "label":
-            return self.test
-        return self.table.frame.filter(pl.col("snapshot_date") == self.table.frame["snapshot_date"].max())
+        return self.test if self.table.is_flat else self.table.latest()
 
     def riskiest(self, n: int, frame: pl.DataFrame | None = None) -> pl.DataFrame:
         """The `n` rows of `frame` (default: `latest`) with the highest predicted risk, riskiest first."""
@@ -209,10 +208,9 @@ class Study:
         if self.world is not None:
             out += ["Trained and tested on simulated data: real customers differ; re-train and re-check on your own.",
                     "Ticket counts are confounded with usage (heavy users open more tickets): read them as context, not as a lever."]
-        if self.table.snapshots.churn == "label":
+        if self.table.is_flat:
             out.append("One undated snapshot: the split is by customer, not by time, so drift over time is not measured.")
-        missing = [p for p in ("service_quality", "empathy", "promises", "transparency", "respect_for_time", "advocacy")
-                   if p not in self.registry.pillars]
+        missing = [p for p in TRUST_PILLARS if p not in self.registry.pillars]
         if missing:
             out.append(f"The data has nothing on these trust pillars: {', '.join(missing)}.")
         return out

@@ -275,13 +275,13 @@ def campaign(trained: TrainedModel, frame: pl.DataFrame, value, *, top_n: int = 
 # --- what-if vs the simulator's truth ---------------------------------------------------------
 
 SIMULATOR_LEVERS = {
-    # pillar: (simulator Policy, the same intervention as a feature change for the model)
-    "promises": ({"keep_promises": True}, lambda row: {"promise_broken": 0}),
-    "empathy": ({"empathy_boost": 1.0}, lambda row: {"empathy_score": (row["empathy_score__mean_180d"][0] or 3.0) + 1}),
-    "respect_for_time": ({"max_marketing_per_month": 1}, lambda row: {"marketing_contact": min(row["marketing_contact__count_30d"][0], 1)}),
-    "transparency": ({"announce_price_changes": True}, lambda row: {"price_change_unannounced": 0}),
-    "service_quality": ({"resolution_speedup": 3.0},
-                        lambda row: {} if row["resolution_hours__mean_90d"][0] is None else {"resolution_hours": row["resolution_hours__mean_90d"][0] / 3}),
+    # pillar: the simulator policy of `explanations.LEVERS`, as a feature change the model can see
+    "promises": lambda row: {"promise_broken": 0},
+    "empathy": lambda row: {"empathy_score": (row["empathy_score__mean_180d"][0] or 3.0) + 1},
+    "respect_for_time": lambda row: {"marketing_contact": min(row["marketing_contact__count_30d"][0], 1)},
+    "transparency": lambda row: {"price_change_unannounced": 0},
+    "service_quality": lambda row: ({} if row["resolution_hours__mean_90d"][0] is None
+                                    else {"resolution_hours": row["resolution_hours__mean_90d"][0] / 3}),
 }
 
 
@@ -297,18 +297,19 @@ def whatif_vs_truth(trained: TrainedModel, frame: pl.DataFrame, *, n_customers: 
     """
     from scipy.stats import spearmanr
 
+    from trustml.explanations import LEVERS
     from trustml.simulator import Policy, true_effects
     risk = trained.predict_risk(frame)
     top = np.argsort(-risk, kind="stable")[:top_n]
     sub = frame[top]
     names = [p for p in SIMULATOR_LEVERS if any(lv.pillar == p for lv in levers(trained.registry))]
-    eff = true_effects(n_customers, n_months, seed, {p: Policy(**SIMULATOR_LEVERS[p][0]) for p in names})
+    eff = true_effects(n_customers, n_months, seed, {p: Policy(**LEVERS[p]) for p in names})
     keys = sub.select("customer_id", pl.col("snapshot_date").alias("month_start"))
     truth = keys.join(eff, on=["customer_id", "month_start"], how="left", maintain_order="left")
     rows = []
     for i in range(sub.height):
         row = sub[i]
-        after = [apply_levers(row, SIMULATOR_LEVERS[p][1](row), trained.registry) for p in names]
+        after = [apply_levers(row, SIMULATOR_LEVERS[p](row), trained.registry) for p in names]
         r = trained.predict_risk(pl.concat([row, *after], how="vertical_relaxed"))
         for k, p in enumerate(names):
             if truth[f"effect_{p}"][i] is None:  # gone earlier in that policy's world: no effect to compare
