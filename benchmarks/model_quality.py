@@ -28,7 +28,7 @@ for monotone in (False, True):
     oracle = test.select("customer_id", pl.col("snapshot_date").alias("month_start")).join(
         world.truth, on=["customer_id", "month_start"], how="left", maintain_order="left")["churn_prob"].to_numpy()
     comp = compare_models(table, split, trained, oracle=oracle)
-    auc = dict(zip(comp["model"], comp["roc_auc"]))
+    auc = dict(zip(comp["model"], comp["roc_auc"], strict=True))
     print(f"\nmonotone={monotone}: trained in {secs:.1f} s ({trained.model.n_iter_} trees, {split.frames(table.labelled())[0].height:,} rows)")
     with pl.Config(tbl_hide_dataframe_shape=True, tbl_width_chars=160):
         print(comp)

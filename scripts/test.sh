@@ -19,4 +19,6 @@ if ! command -v chromium >/dev/null; then
     echo "note: cannot install chromium here (needs apt-get as root); the browser test will skip and say so" >&2
   fi
 fi
+# Lint first (config in pyproject.toml): habits checked by a tool, not by memory.
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"

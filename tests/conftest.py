@@ -4,6 +4,7 @@ from trustml.features import Snapshots, build_features
 from trustml.model import train
 from trustml.simulator import simulate
 
+
 @pytest.fixture(scope="session")
 def world():
     return simulate(n_customers=3000, n_months=18, seed=7)

@@ -14,7 +14,6 @@ import time
 import urllib.request
 
 import pytest
-
 from support import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

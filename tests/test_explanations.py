@@ -4,8 +4,7 @@ import pytest
 import shap
 from scipy.special import expit
 
-from trustml.explanations import (cohort_pillars, explain, pillar_explanation, pillar_importance, reason_codes,
-                             top_interactions, truthfulness)
+from trustml.explanations import cohort_pillars, explain, pillar_explanation, pillar_importance, reason_codes, top_interactions, truthfulness
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from support import shared_data
+
 from trustml.datasets import read_cdnow
 from trustml.features import DEFAULT_SPEC, FeatureSpec, FeatureTable, Snapshots, build_features
 

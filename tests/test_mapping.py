@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-
 from support import shared_data
+
 from trustml.cli import main
 from trustml.contract import ContractError
 from trustml.evaluate import cross_validate

@@ -33,7 +33,7 @@ def test_beats_baselines_and_is_calibrated(table, trained):
     from trustml.evaluate import calibration_table, compare_models
     model, split = trained
     comp = compare_models(table, split, model)
-    auc = dict(zip(comp["model"], comp["roc_auc"]))
+    auc = dict(zip(comp["model"], comp["roc_auc"], strict=True))
     assert auc["lightgbm (calibrated)"] > auc["rule: tickets + short tenure"] + 0.05
     te = split.frames(table.labelled())[2]
     cal = calibration_table(te["churned"], model.predict_risk(te), bins=5)

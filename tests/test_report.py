@@ -6,8 +6,8 @@ import re
 
 import nbformat
 import pytest
-
 from support import ROOT
+
 from trustml.report import inject_parameters, run_report, suite
 
 NOTEBOOKS = suite(ROOT / "notebooks")

@@ -7,8 +7,8 @@ tables -> snapshots/features -> model -> explanations -> what-if -> reports, one
 from trustml import economics, evaluate, explanations, features, mapping, model, whatif  # noqa: F401  (tm.<stage>)
 from trustml.contract import ContractError, validate
 from trustml.economics import Assumptions, retention_economics
-from trustml.explorer import Explorer
 from trustml.explanations import explain, pillar_explanation, pillar_importance, reason_codes
+from trustml.explorer import Explorer
 from trustml.features import DEFAULT_SPEC, FeatureRegistry, FeatureSpec, FeatureTable, Snapshots, build_features
 from trustml.mapping import Mapping, load_mapping
 from trustml.model import ChurnModel, TrainedModel, temporal_split, train

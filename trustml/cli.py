@@ -99,6 +99,7 @@ def _playbook(a):
 
 def _lab(a):
     import subprocess
+
     from trustml.report import suite_dir
     nb = Path(a.notebooks) if a.notebooks else suite_dir()
     if not nb.is_dir():

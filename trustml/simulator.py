@@ -313,7 +313,7 @@ class _Block:
         add(cust, churn_ts[cust], "cancellation", by_cell=False)
         c = np.concatenate(out_c)
         t = np.concatenate(out_t)
-        keep = (t < end_ts[c]) | ((np.concatenate(out_e) == code["cancellation"]))
+        keep = (t < end_ts[c]) | (np.concatenate(out_e) == code["cancellation"])
         return dict(customer=c[keep], timestamp=t[keep], event=np.concatenate(out_e)[keep], value=np.concatenate(out_v)[keep])
 
     def tables(self, policy: Policy) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
