@@ -17,7 +17,8 @@ def table(world):
 
 @pytest.fixture(scope="session")
 def trained(table):
-    return train(table)
+    """Untuned (trials=0) for speed: tuning has tests of its own in test_model.py."""
+    return train(table, trials=0)
 
 
 @pytest.fixture(scope="session")

@@ -17,11 +17,61 @@ def test_scikit_learn_contract(estimator, check):
     check(estimator)
 
 
-def test_deterministic(table):
-    a, _ = train(table)
-    b, _ = train(table)
+def test_deterministic_including_the_search(table):
+    a, _ = train(table, trials=4)
+    b, _ = train(table, trials=4)
     te = table.labelled().tail(500)
     assert np.array_equal(a.predict_risk(te), b.predict_risk(te))
+    assert a.metadata["tuning"] == b.metadata["tuning"]
+
+
+def test_tuning_tries_lightgbm_defaults_and_records_the_search(table):
+    trained, _ = train(table, trials=5)
+    tuning = trained.metadata["tuning"]
+    trials = tuning["trials"]
+    assert [t["source"] for t in trials][:3] == ["trustml small trees", "LightGBM defaults", "small trees on a linear base"]
+    assert len(trials) == 5 and set(tuning["search_space"]) >= {"num_leaves", "learning_rate", "linear_base"}
+    best = max(t["validation_roc_auc"] for t in trials)
+    assert tuning["validation_roc_auc"] == pytest.approx(best, abs=1e-5)
+    chosen = {k: v for k, v in trained.model.get_params().items() if k in tuning["chosen"]}
+    assert chosen == tuning["chosen"]  # the model is the one the search chose
+    assert "rolling origin" in tuning["validation"]
+
+
+def test_a_linear_base_extrapolates_where_trees_cannot():
+    """Later rows lie beyond the training range (e.g. tenure grows with time): trees flatten, a linear base does not."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 10, 4000)
+    y = (rng.uniform(size=4000) < 1 / (1 + np.exp(-(x - 10) / 2))).astype(int)
+    X = pl.DataFrame({"x": x, "noise": rng.normal(size=4000)})
+    later = pl.DataFrame({"x": np.linspace(10, 20, 200), "noise": np.zeros(200)})
+    trees = ChurnModel(n_estimators=200, early_stopping=False).fit(X, y)
+    hybrid = ChurnModel(n_estimators=200, early_stopping=False, linear_base=True).fit(X, y)
+    assert np.ptp(trees.decision_function(later)) < 0.2 < np.ptp(hybrid.decision_function(later))
+    on_train, _ = hybrid.linear_contributions(hybrid.transform_matrix(X))
+    assert np.abs(on_train.mean(axis=0)).max() < 1e-9  # SHAP values of the linear part average to 0 on training data
+    values, base = hybrid.linear_contributions(hybrid.transform_matrix(later))
+    lin = base + values.sum(axis=1)
+    raw = hybrid.booster_.predict(hybrid.transform_matrix(later), raw_score=True)
+    assert np.allclose(lin + raw, hybrid.decision_function(later))
+
+
+@pytest.mark.parametrize("churners, method", [(27, "sigmoid"), (1500, "isotonic")])
+def test_calibration_keeps_the_ranking_and_never_reaches_0_or_1(churners, method):
+    from trustml.model import Calibrator
+    rng = np.random.default_rng(0)
+    n = 12 * churners
+    p = rng.beta(1, 6, n)
+    y = np.zeros(n, dtype=int)
+    y[rng.choice(n, churners, replace=False, p=p / p.sum())] = 1
+    cal = Calibrator("auto").fit(p, y)
+    assert cal.method_ == method and f"{churners:,} churners" in cal.reason_
+    grid = np.sort(np.unique(np.concatenate([p, [0.0, 1e-9, 0.999999, 1.0]])))
+    out = cal.predict(grid)
+    assert np.all(np.diff(out) > 0), "distinct scores must stay distinct and in order"
+    assert out.min() > 0 and out.max() < 1
+    back = Calibrator.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert np.array_equal(back.predict(grid), out)
 
 
 def test_temporal_split_never_mixes_time(table):
@@ -35,19 +85,33 @@ def test_beats_baselines_and_is_calibrated(table, trained):
     comp = compare_models(table, split, model)
     auc = dict(zip(comp["model"], comp["roc_auc"], strict=True))
     assert auc["lightgbm (calibrated)"] > auc["rule: tickets + short tenure"] + 0.05
+    assert {"rule: short tenure", "logistic regression"} <= set(auc) and any(m.startswith("recency/frequency") for m in auc)
+    row = comp.row(0, named=True)
+    assert row["roc_auc_lo"] < row["roc_auc"] < row["roc_auc_hi"]
+    assert set(comp["vs_model"][1:]) <= {"cannot tell apart", "better than the model", "worse than the model"}
     te = split.frames(table.labelled())[2]
     cal = calibration_table(te["churned"], model.predict_risk(te), bins=5)
     assert (cal["mean_predicted"] - cal["observed_rate"]).abs().max() < 0.05
 
 
 def test_monotone_constraints_come_from_the_registry(table):
-    model, _ = train(table, monotone=True, n_estimators=80)
+    model, _ = train(table, monotone=True, trials=0, n_estimators=80)
     assert model.model.monotone_constraints == table.registry.monotone_constraints()
     # raising a feature with direction +1 never lowers the predicted risk
     name = "promise_broken__count_90d"
     te = table.labelled().tail(300)
     up = te.with_columns(pl.col(name) + 2)
     assert (model.predict_risk(up, calibrated=False) >= model.predict_risk(te, calibrated=False) - 1e-12).all()
+
+
+def test_calibration_is_reported_before_and_after(table, trained):
+    from trustml.evaluate import calibration_report
+    model, split = trained
+    te = split.frames(table.labelled())[2]
+    rep = calibration_report(te["churned"], model.predict_risk(te, calibrated=False), model.predict_risk(te))
+    assert rep["scores"].to_list() == ["before (raw model)", "after (calibrated)"]
+    assert rep["roc_auc"][0] == rep["roc_auc"][1]  # calibration never changes the ranking
+    assert rep["distinct_scores"][0] == rep["distinct_scores"][1]
 
 
 def test_save_load_without_pickle(tmp_path, table, trained):
@@ -60,6 +124,49 @@ def test_save_load_without_pickle(tmp_path, table, trained):
     te = table.labelled().tail(400)
     assert np.allclose(back.predict_risk(te), model.predict_risk(te))
     assert back.registry.names == model.registry.names
+
+
+def _saved(tmp_path, trained, name="m"):
+    import shutil
+    src = tmp_path / "orig"
+    if not src.exists():
+        trained[0].save(src)
+    shutil.copytree(src, tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("tamper, where", [
+    (lambda d: (d / "model.txt").write_text((d / "model.txt").read_text()[:5000]), "model.txt"),     # truncated
+    (lambda d: (d / "model.txt").write_bytes(b"\x00garbage\xff" * 50), "model.txt"),                # garbage
+    (lambda d: (d / "model.txt").write_text((d / "model.txt").read_text().replace("leaf_value=", "leaf_value=1", 1)), "model.txt"),
+    (lambda d: _edit_json(d, lambda m: m["calibrator"].update(platt=[0.0, 4.6])), "model.json"),     # calibrator forced
+    (lambda d: _edit_json(d, lambda m: m["feature_names"].reverse()), "model.json"),                  # features swapped
+    (lambda d: _edit_json(d, lambda m: m["categories"].update(plan=["x", "y", "z"])), "model.json"),  # categories altered
+    (lambda d: (d / "model.json").write_text("{not json"), "model.json"),
+    (lambda d: (d / "model.json").unlink(), "model.json missing"),
+])
+def test_a_tampered_model_folder_is_refused_with_one_clear_message(tmp_path, trained, tamper, where):
+    from trustml.contract import ContractError
+    d = _saved(tmp_path, trained)
+    tamper(d)
+    with pytest.raises(ContractError, match=where.replace(".", r"\.")):
+        TrainedModel.load(d)
+
+
+def test_model_files_from_two_models_are_refused(tmp_path, table, trained):
+    from trustml.contract import ContractError
+    d = _saved(tmp_path, trained)
+    other, _ = train(table, trials=0, n_estimators=30, early_stopping=False)
+    other.save(tmp_path / "other")
+    (d / "model.txt").write_bytes((tmp_path / "other" / "model.txt").read_bytes())
+    with pytest.raises(ContractError, match="does not match model.json"):
+        TrainedModel.load(d)
+
+
+def _edit_json(d, change):
+    meta = json.loads((d / "model.json").read_text())
+    change(meta)
+    (d / "model.json").write_text(json.dumps(meta))
 
 
 def test_other_features_give_a_clear_error(table, trained):
@@ -78,7 +185,7 @@ def test_one_class_target_is_refused():
 
 def test_backtest_has_several_time_ordered_folds(table):
     from trustml.evaluate import backtest
-    bt = backtest(table, folds=2, test_snapshots=2, n_estimators=60)
+    bt = backtest(table, folds=2, test_snapshots=2, trials=0, n_estimators=60)
     assert bt.height == 2
     assert (bt["train_until"] < bt["test_from"]).all()
     assert bt["test_from"][0] < bt["test_from"][1]
@@ -92,7 +199,7 @@ def test_backtest_keeps_the_folds_that_fit_a_short_history(table):
     dates = sorted(table.labelled()["snapshot_date"].unique())[:9]
     short = FeatureTable(table.frame.filter(pl.col("snapshot_date").is_in(dates)), table.registry, table.snapshots,
                          table.as_of, table.dropped)
-    bt = backtest(short, folds=3, test_snapshots=2, n_estimators=40)
+    bt = backtest(short, folds=3, test_snapshots=2, trials=0, n_estimators=40)
     assert 1 <= bt.height < 3 and bt["fold"].to_list() == list(range(1, bt.height + 1))
     tiny = FeatureTable(table.frame.filter(pl.col("snapshot_date").is_in(dates[:4])), table.registry, table.snapshots,
                         table.as_of, table.dropped)

@@ -30,10 +30,10 @@ from sklearn.utils.validation import check_array, check_consistent_length, check
 
 from trustml.features import FeatureRegistry, FeatureTable
 
-__all__ = ["ChurnModel", "Calibrator", "TrainedModel", "TemporalSplit", "temporal_split", "train",
-           "fingerprint", "ModelMismatchError"]
+__all__ = ["ChurnModel", "Calibrator", "TrainedModel", "TemporalSplit", "CustomerSplit", "temporal_split", "train", "tune",
+           "Tuning", "fingerprint", "ModelMismatchError"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class ModelMismatchError(ValueError):
@@ -51,6 +51,10 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
     ----------
     early_stopping : 'auto' (on when n_samples > 10,000), True or False.
     monotone_constraints : per-feature -1/0/+1 (e.g. `registry.monotone_constraints()`), or None.
+    linear_base : boost from a logistic regression on the numeric features (LightGBM's init score) instead of a
+        constant: trees then model what the linear part misses. A linear part extrapolates where trees cannot
+        (values beyond the training range, as when later snapshots have longer tenure than any training row);
+        tuning chooses it per data set. Its SHAP values are exact (coefficient x (value - training mean)).
     n_jobs : threads; fixed (not 'all cores') so results do not depend on the machine. One by default:
         as fast on churn-sized tables, and two processes each spinning two OpenMP threads on two
         cores (pytest-xdist, notebooks side by side) made training 20-35x slower when measured.
@@ -59,7 +63,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
     def __init__(self, n_estimators=500, learning_rate=0.05, num_leaves=31, min_child_samples=40,
                  subsample=0.8, colsample_bytree=0.8, reg_lambda=1.0, early_stopping="auto",
                  early_stopping_rounds=50, validation_fraction=0.15, monotone_constraints=None,
-                 random_state=0, n_jobs=1):
+                 linear_base=False, random_state=0, n_jobs=1):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -71,6 +75,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.early_stopping_rounds = early_stopping_rounds
         self.validation_fraction = validation_fraction
         self.monotone_constraints = monotone_constraints
+        self.linear_base = linear_base
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -131,29 +136,49 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         if len(self.classes_) < 2:
             raise ValueError(f"the target has one class only ({self.classes_[0]!r}): nothing to learn")
         yb = (y == self.classes_[1]).astype(float)
+        if self.monotone_constraints is not None and self.linear_base:
+            raise ValueError("linear_base=True cannot keep monotone constraints: choose one")
         if self.monotone_constraints is not None and len(self.monotone_constraints) != Xm.shape[1]:
             raise ValueError(f"monotone_constraints has {len(self.monotone_constraints)} entries for {Xm.shape[1]} features")
         stop = self.early_stopping if self.early_stopping != "auto" else len(yb) > 10_000
         cat = [i for i, c in enumerate(getattr(self, "feature_names_in_", [])) if c in self.categories_]
+        self.linear_ = fit_linear_base(Xm, yb, cat) if self.linear_base else None
+        init = self._linear_score(Xm)
         params = self._params()
         if stop:
             order = np.argsort(np.asarray(time), kind="stable") if time is not None else np.arange(len(yb))
             n_val = max(1, int(round(self.validation_fraction * len(yb))))
             tr, va = order[:-n_val], order[-n_val:]
-            dtrain = lgb.Dataset(Xm[tr], yb[tr], categorical_feature=cat, free_raw_data=False)
-            dvalid = lgb.Dataset(Xm[va], yb[va], reference=dtrain)
+            dtrain = lgb.Dataset(Xm[tr], yb[tr], categorical_feature=cat, free_raw_data=False, init_score=_part(init, tr))
+            dvalid = lgb.Dataset(Xm[va], yb[va], reference=dtrain, init_score=_part(init, va))
             self.booster_ = lgb.train(params, dtrain, self.n_estimators, valid_sets=[dvalid],
                                       callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
             self.n_iter_ = self.booster_.best_iteration or self.n_estimators
         else:
-            self.booster_ = lgb.train(params, lgb.Dataset(Xm, yb, categorical_feature=cat), self.n_estimators)
+            self.booster_ = lgb.train(params, lgb.Dataset(Xm, yb, categorical_feature=cat, init_score=init), self.n_estimators)
             self.n_iter_ = self.n_estimators
         return self
 
+    def _linear_score(self, Xm: np.ndarray) -> np.ndarray | None:
+        return None if getattr(self, "linear_", None) is None else linear_score(self.linear_, Xm)
+
+    def linear_contributions(self, Xm: np.ndarray) -> tuple[np.ndarray, float]:
+        """Exact SHAP values of the linear base (coefficient x (value - training mean)) and its expected value."""
+        lin = getattr(self, "linear_", None)
+        if lin is None:
+            return np.zeros(Xm.shape), 0.0
+        cols, coef = np.asarray(lin["columns"], dtype=int), np.asarray(lin["coef"])
+        out = np.zeros(Xm.shape)
+        out[:, cols] = (_filled(Xm[:, cols], lin["fill"]) - np.asarray(lin["mean"])) * coef
+        return out, float(lin["intercept"] + coef @ np.asarray(lin["mean"]))
+
     def decision_function(self, X) -> np.ndarray:
-        """Raw log-odds of churn (what TreeSHAP explains)."""
+        """Raw log-odds of churn (what the SHAP values add up to): the linear base, if any, plus the trees."""
         check_is_fitted(self, "booster_")
-        return self.booster_.predict(self._matrix(X, fit=False), raw_score=True, num_iteration=self.n_iter_)
+        Xm = self._matrix(X, fit=False)
+        raw = self.booster_.predict(Xm, raw_score=True, num_iteration=self.n_iter_)
+        lin = self._linear_score(Xm)
+        return raw if lin is None else raw + lin
 
     def predict_proba(self, X) -> np.ndarray:
         p = expit(self.decision_function(X))
@@ -175,42 +200,112 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         return tags
 
 
+def _part(a: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    return None if a is None else a[idx]
+
+
+def _filled(X: np.ndarray, fill) -> np.ndarray:
+    return np.where(np.isnan(X), np.asarray(fill, dtype=float), X)
+
+
+def fit_linear_base(Xm: np.ndarray, y: np.ndarray, categorical: list[int]) -> dict:
+    """A ridge-penalised logistic regression on the numeric columns (missing values -> training median),
+    as plain JSON-ready lists: the linear base that trees boost from (see `ChurnModel(linear_base=True)`)."""
+    cols = [j for j in range(Xm.shape[1]) if j not in set(categorical)]
+    X = Xm[:, cols]
+    with np.errstate(all="ignore"):
+        fill = np.nan_to_num(np.nanmedian(X, axis=0)) if X.size else np.zeros(0)
+    Xf = _filled(X, fill)
+    mean, sd = Xf.mean(axis=0), Xf.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    lr = LogisticRegression(C=1.0, max_iter=2000).fit((Xf - mean) / sd, y)
+    coef = lr.coef_[0] / sd
+    return {"columns": cols, "fill": fill.tolist(), "mean": mean.tolist(), "coef": coef.tolist(),
+            "intercept": float(lr.intercept_[0] - coef @ mean)}
+
+
+def linear_score(lin: dict, Xm: np.ndarray) -> np.ndarray:
+    cols = np.asarray(lin["columns"], dtype=int)
+    return lin["intercept"] + _filled(Xm[:, cols], lin["fill"]) @ np.asarray(lin["coef"])
+
+
+# Platt scaling needs two parameters; an isotonic step function needs many churners per step, or it
+# collapses distinct scores into a few ties (27 churners once turned 2,256 scores into 47).
+ISOTONIC_MIN_CHURNERS = 1000
+_EPS = 1e-4  # calibrated risks stay inside (0, 1): no customer is "certainly" staying or leaving
+
+
 @dataclass
 class Calibrator:
-    """Maps model probabilities to calibrated ones; fitted on data later in time than training."""
+    """Maps model probabilities to calibrated ones, fitted on data later in time than training.
 
-    method: str = "isotonic"
+    Every method keeps the model's ranking exactly (strictly increasing) and never returns 0 or 1:
+
+    * ``"sigmoid"``: Platt scaling on the log-odds (two parameters; robust with few churners);
+    * ``"isotonic"``: isotonic regression, its steps tie-broken by Platt scaling with weight 0.001
+      (distinct scores stay distinct; values move by at most 0.001 from the isotonic fit);
+    * ``"auto"``: isotonic when the calibration data has at least `ISOTONIC_MIN_CHURNERS` churners,
+      else sigmoid; `fit` records the method it chose in `method_` and why in `reason_`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.uniform(0.01, 0.6, 2000); y = (rng.uniform(size=2000) < p / 2).astype(int)
+    >>> cal = Calibrator("auto").fit(p, y)
+    >>> cal.method_, bool(np.all(np.diff(cal.predict(np.sort(p))) > 0))
+    ('sigmoid', True)
+    """
+
+    method: str = "auto"
 
     def fit(self, p: np.ndarray, y: np.ndarray) -> Calibrator:
-        if self.method == "isotonic":
-            self.fitted_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
-        elif self.method == "sigmoid":
-            self.fitted_ = LogisticRegression(C=1e6).fit(logit(np.clip(p, 1e-9, 1 - 1e-9))[:, None], y)
-        else:
-            raise ValueError(f"calibration method must be 'isotonic' or 'sigmoid', got {self.method!r}")
+        if self.method not in ("auto", "sigmoid", "isotonic"):
+            raise ValueError(f"calibration method must be 'auto', 'sigmoid' or 'isotonic', got {self.method!r}")
+        p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=int)
+        churners = int(y.sum())
+        self.method_ = self.method
+        if self.method == "auto":
+            self.method_ = "isotonic" if churners >= ISOTONIC_MIN_CHURNERS else "sigmoid"
+        self.reason_ = (f"{churners:,} churners in the calibration data "
+                        f"({'at least' if churners >= ISOTONIC_MIN_CHURNERS else 'fewer than'} {ISOTONIC_MIN_CHURNERS:,} "
+                        f"for isotonic steps)" + ("" if self.method == "auto" else f"; method '{self.method}' chosen by the user"))
+        lr = LogisticRegression(C=1e6).fit(_logit(p)[:, None], y)
+        self.platt_ = (float(lr.coef_[0, 0]), float(lr.intercept_[0]))
+        self.iso_ = None
+        if self.platt_[0] <= 0:  # no ranking signal left on later data: keep the model's order and scale, say so
+            self.method_, self.platt_ = "none", (1.0, 0.0)
+            self.reason_ = (f"the model does not rank the calibration data ({churners:,} churners; Platt slope <= 0): "
+                            "left uncalibrated; retrain on more recent data")
+            return self
+        if self.method_ == "isotonic":
+            self.iso_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
         return self
 
     def predict(self, p: np.ndarray) -> np.ndarray:
-        if self.method == "isotonic":
-            return self.fitted_.predict(p)
-        return self.fitted_.predict_proba(logit(np.clip(p, 1e-9, 1 - 1e-9))[:, None])[:, 1]
+        a, b = self.platt_
+        platt = expit(a * _logit(np.asarray(p, dtype=float)) + b)
+        out = platt if self.iso_ is None else 0.999 * self.iso_.predict(p) + 0.001 * platt
+        return _EPS + (1 - 2 * _EPS) * out  # strictly inside (0, 1), order kept (a clip would tie the extremes)
 
     def to_dict(self) -> dict:
-        if self.method == "isotonic":
-            return {"method": "isotonic", "x": self.fitted_.X_thresholds_.tolist(), "y": self.fitted_.y_thresholds_.tolist()}
-        return {"method": "sigmoid", "coef": float(self.fitted_.coef_[0, 0]), "intercept": float(self.fitted_.intercept_[0])}
+        d = {"method": self.method, "chosen": self.method_, "reason": self.reason_, "platt": list(self.platt_)}
+        if self.iso_ is not None:
+            d.update(x=self.iso_.X_thresholds_.tolist(), y=self.iso_.y_thresholds_.tolist())
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibrator:
         cal = cls(d["method"])
-        if d["method"] == "isotonic":
+        cal.method_, cal.reason_, cal.platt_ = d["chosen"], d["reason"], tuple(d["platt"])
+        cal.iso_ = None
+        if "x" in d:
             # refitting an isotonic regression on its own thresholds gives back the same step function
-            cal.fitted_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(np.array(d["x"]), np.array(d["y"]))
-        else:
-            lr = LogisticRegression()
-            lr.coef_, lr.intercept_, lr.classes_ = np.array([[d["coef"]]]), np.array([d["intercept"]]), np.array([0, 1])
-            cal.fitted_ = lr
+            cal.iso_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(np.array(d["x"]), np.array(d["y"]))
         return cal
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return logit(np.clip(p, 1e-12, 1 - 1e-12))
 
 
 @dataclass(frozen=True)
@@ -235,10 +330,13 @@ class CustomerSplit:
     """For one-row-per-customer data (no dates): a stratified split of customers, seeded.
 
     With no time axis there is nothing to keep in order; each customer is in exactly one part.
+    `calibration_size=0` (the default) holds out no calibration part: the calibrator is fitted on
+    cross-fitted (out-of-fold) predictions of the training part, so small tables keep all their rows
+    for training. `test_size=0` keeps no test part (e.g. inside a cross-validation fold).
     """
 
     test_size: float = 0.2
-    calibration_size: float = 0.15
+    calibration_size: float = 0.0
     seed: int = 0
 
     def parts(self, frame: pl.DataFrame) -> np.ndarray:
@@ -246,11 +344,15 @@ class CustomerSplit:
         from sklearn.model_selection import train_test_split
         idx = np.arange(frame.height)
         y = frame["churned"].to_numpy()
-        rest, test = train_test_split(idx, test_size=self.test_size, stratify=y, random_state=self.seed)
-        tr, cal = train_test_split(rest, test_size=self.calibration_size / (1 - self.test_size), stratify=y[rest],
-                                   random_state=self.seed)
         part = np.zeros(frame.height, dtype=int)
-        part[cal], part[test] = 1, 2
+        rest = idx
+        if self.test_size > 0:
+            rest, test = train_test_split(idx, test_size=self.test_size, stratify=y, random_state=self.seed)
+            part[test] = 2
+        if self.calibration_size > 0:
+            _, cal = train_test_split(rest, test_size=self.calibration_size / (1 - self.test_size), stratify=y[rest],
+                                      random_state=self.seed)
+            part[cal] = 1
         return part
 
     def frames(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -336,52 +438,99 @@ class TrainedModel:
         return self.model.decision_function(self._check(frame))
 
     def predict_risk(self, frame: pl.DataFrame, *, calibrated: bool = True) -> np.ndarray:
-        """Churn probability over the label horizon, calibrated if a calibrator was fitted."""
-        p = expit(self.log_odds(frame))
+        """Churn probability over the label horizon, calibrated if a calibrator was fitted.
+
+        Every risk trustml shows (reason codes, what-if, plans, campaigns, reports) comes from here or from
+        `risk_from_log_odds`, so one customer has one risk everywhere.
+        """
+        return self.risk_from_log_odds(self.log_odds(frame), calibrated=calibrated)
+
+    def risk_from_log_odds(self, z, *, calibrated: bool = True) -> np.ndarray:
+        """The risk a model output (log-odds of churn, e.g. base value + SHAP values) stands for."""
+        p = expit(np.asarray(z, dtype=float))
         return self.calibrator.predict(p) if calibrated and self.calibrator is not None else p
 
     def save(self, path: str | Path) -> Path:
-        """Write `model.txt` (LightGBM's text format) and `model.json` (metadata); no pickle."""
+        """Write `model.txt` (LightGBM's text format) and `model.json` (metadata); no pickle.
+
+        model.json records the SHA-256 of model.txt and of its own content, and the training features'
+        types, so `load` refuses a folder whose files were edited, truncated or mixed from two models.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        text = self.model.booster_.model_to_string()
         meta = {
             "format_version": FORMAT_VERSION,
             "params": {k: v for k, v in self.model.get_params().items() if k != "monotone_constraints"},
             "monotone_constraints": None if self.model.monotone_constraints is None else list(self.model.monotone_constraints),
             "feature_names": list(self.model.feature_names_in_),
+            "schema": {n: ("category" if n in self.model.categories_ else "number") for n in self.model.feature_names_in_},
             "categories": self.model.categories_,
             "classes": [int(c) if isinstance(c, np.integer) else c for c in self.model.classes_],
             "n_iter": int(self.model.n_iter_),
+            "linear_base": getattr(self.model, "linear_", None),
             "registry": self.registry.to_dict(),
             "calibrator": None if self.calibrator is None else self.calibrator.to_dict(),
             "versions": _versions(),
             **self.metadata,
+            "checksums": {"model.txt": hashlib.sha256(text.encode()).hexdigest()},
         }
+        meta = json.loads(json.dumps(meta, default=str))
+        meta["integrity"] = _digest(meta)
         tmp_txt, tmp_json = path / ".model.txt.tmp", path / ".model.json.tmp"
-        self.model.booster_.save_model(str(tmp_txt))
-        tmp_json.write_text(json.dumps(meta, indent=2, default=str))
+        tmp_txt.write_text(text)
+        tmp_json.write_text(json.dumps(meta, indent=2))
         tmp_txt.replace(path / "model.txt")
         tmp_json.replace(path / "model.json")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> TrainedModel:
+        """Read a saved model, verifying both files first; any mismatch is one clear `ContractError`."""
+        from trustml.contract import ContractError, Problem
         path = Path(path)
-        if not (path / "model.json").exists() or not (path / "model.txt").exists():
-            raise FileNotFoundError(f"{path}: not a saved trustml model (needs model.json and model.txt)")
-        meta = json.loads((path / "model.json").read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}/model.json: format version {meta.get('format_version')} is not {FORMAT_VERSION}")
+
+        def bad(name, what):
+            return ContractError([Problem(str(path / name) if name else str(path), None, what)])
+        if not path.is_dir():
+            raise bad(None, "not a folder: a saved trustml model is a folder with model.json and model.txt (from `trustml train --out`)")
+        missing = [n for n in ("model.json", "model.txt") if not (path / n).is_file()]
+        if missing:
+            raise bad(None, f"not a saved trustml model: {' and '.join(missing)} missing")
+        try:
+            meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise bad("model.json", f"not valid JSON ({e}); retrain or restore the folder") from None
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            got = meta.get("format_version") if isinstance(meta, dict) else None
+            raise bad("model.json", f"format version {got} is not {FORMAT_VERSION}: saved by another trustml version; retrain")
+        if meta.get("integrity") != _digest({k: v for k, v in meta.items() if k != "integrity"}):
+            raise bad("model.json", "edited after it was saved (its checksum does not match): retrain, or restore the saved file")
+        text = (path / "model.txt").read_bytes()
+        if hashlib.sha256(text).hexdigest() != meta["checksums"]["model.txt"]:
+            raise bad("model.txt", "does not match model.json (truncated, edited, or from another model): retrain, or restore both files together")
+        try:
+            booster = lgb.Booster(model_str=text.decode("utf-8"))
+        except (lgb.basic.LightGBMError, UnicodeDecodeError) as e:
+            raise bad("model.txt", f"LightGBM cannot read it: {e}") from None
+        if booster.num_feature() != len(meta["feature_names"]):
+            raise bad("model.txt", f"has {booster.num_feature()} features, model.json lists {len(meta['feature_names'])}")
+        meta.pop("integrity"), meta.pop("checksums"), meta.pop("format_version"), meta.pop("schema"), meta.pop("versions")
         model = ChurnModel(**meta.pop("params"), monotone_constraints=meta.pop("monotone_constraints"))
-        model.booster_ = lgb.Booster(model_file=str(path / "model.txt"))
+        model.booster_ = booster
         model.feature_names_in_ = np.array(meta.pop("feature_names"), dtype=object)
         model.n_features_in_ = len(model.feature_names_in_)
         model.categories_ = meta.pop("categories")
         model.classes_ = np.array(meta.pop("classes"))
         model.n_iter_ = meta.pop("n_iter")
+        model.linear_ = meta.pop("linear_base")
         registry = FeatureRegistry.from_dict(meta.pop("registry"))
         cal = meta.pop("calibrator")
         return cls(model, registry, None if cal is None else Calibrator.from_dict(cal), meta)
+
+
+def _digest(meta: dict) -> str:
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _versions() -> dict:
@@ -391,27 +540,205 @@ def _versions() -> dict:
             "shap": shap.__version__, "numpy": np.__version__}
 
 
-# Small, slowly learned trees with early stopping: the best of a sweep on the simulated default world
-# (test AUC 0.6876 vs 0.6811 for ChurnModel's generic defaults) and on Telco (5-fold AUC 0.849 vs 0.824).
+# Small, slowly learned trees with early stopping: what `train(trials=0)` uses, and the first setting tuning tries
+# (the best of a sweep on the simulated default world: test AUC 0.6876 vs 0.6811 for ChurnModel's generic defaults).
 TRAIN_DEFAULTS = dict(num_leaves=4, learning_rate=0.02, n_estimators=1500, min_child_samples=100,
                       colsample_bytree=0.5, early_stopping=True)
+# What a plain `lightgbm.LGBMClassifier()` uses (lambda 0 is the search's floor, 0.001): tried second, so the tuned
+# model is never chosen over LightGBM's own defaults unless it scores at least as well on validation.
+LIGHTGBM_DEFAULTS = dict(num_leaves=31, learning_rate=0.1, min_child_samples=20, colsample_bytree=1.0, subsample=1.0,
+                         reg_lambda=1e-3)
+SEARCH_SPACE = {  # parameter: (kind, low, high, log scale)
+    "num_leaves": ("int", 2, 64, True),
+    "learning_rate": ("float", 0.01, 0.2, True),
+    "min_child_samples": ("int", 5, 300, True),
+    "colsample_bytree": ("float", 0.3, 1.0, False),
+    "subsample": ("float", 0.5, 1.0, False),
+    "reg_lambda": ("float", 1e-3, 30.0, True),
+    "linear_base": ("categorical", False, True, False),
+}
+STARTS = ("trustml small trees", "LightGBM defaults", "small trees on a linear base")  # the first trials, in order
+DEFAULT_TRIALS = 20      # Optuna trials per data set: a bounded default budget (CLI --trials, Study.load(trials=), mapping [model])
+MAX_ROUNDS = 2000        # boosting rounds at most; early stopping on the validation part picks the number
+TUNE_MAX_ROWS = 60_000   # tuning looks at a seeded sample of at most this many training rows
 
 
-def train(table: FeatureTable, split: TemporalSplit | CustomerSplit | None = None, *, calibration: str | None = "isotonic",
-          monotone: bool = False, **params) -> tuple[TrainedModel, TemporalSplit]:
-    """Fit on the training snapshots (early stopping on the latest of them), calibrate on later ones.
+@dataclass
+class Tuning:
+    """What the search tried and what it chose; recorded in the model card."""
 
-    `params` override `TRAIN_DEFAULTS` and go to `ChurnModel`. Flat tables (one undated snapshot)
-    get a stratified `CustomerSplit` instead of a temporal one.
+    params: dict              # the chosen ChurnModel parameters (n_estimators included)
+    score: float              # validation ROC-AUC of the choice
+    validation: str           # how it was validated
+    trials: pl.DataFrame      # one row per trial: source, parameters, validation AUC, rounds
+
+    def to_dict(self) -> dict:
+        return {"chosen": self.params, "validation_roc_auc": round(self.score, 5), "validation": self.validation,
+                "search_space": {k: ({"kind": "choice", "values": [v[1], v[2]]} if v[0] == "categorical" else
+                                 {"kind": v[0], "low": v[1], "high": v[2], "log": v[3]}) for k, v in SEARCH_SPACE.items()},
+                "max_rounds": MAX_ROUNDS, "trials": self.trials.to_dicts()}
+
+
+def tune(X: pl.DataFrame, y, *, time=None, trials: int = DEFAULT_TRIALS, seed: int = 0, fixed: dict | None = None,
+         monotone_constraints=None, progress: bool = False) -> Tuning:
+    """Choose LightGBM parameters for this data with Optuna (TPE, seeded), on the training part only.
+
+    Validation: the latest 15% of rows by `time` (snapshots: never shuffle time), else stratified 3-fold
+    cross-validation (flat tables). Each trial early-stops on validation ROC-AUC. The first two trials are
+    `STARTS`: `TRAIN_DEFAULTS`, `LIGHTGBM_DEFAULTS`, and small trees boosted from a linear base; parameters in
+    `fixed` are not searched. Deterministic for a seed.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = pl.DataFrame({"a": rng.normal(size=600), "b": rng.normal(size=600)})
+    >>> y = (X["a"] + rng.normal(size=600) > 1).cast(pl.Int8).to_numpy()
+    >>> t = tune(X, y, trials=4)
+    >>> t.trials["source"].to_list()
+    ['trustml small trees', 'LightGBM defaults', 'small trees on a linear base', 'search']
     """
+    import optuna
+    from sklearn.model_selection import StratifiedKFold
+    fixed = dict(fixed or {})
+    if monotone_constraints is not None:
+        fixed["linear_base"] = False  # a linear part would not follow the declared directions
+    y = np.asarray(y, dtype=float)
+    Xm = ChurnModel()._matrix(X, fit=True) if isinstance(X, pl.DataFrame) else np.asarray(X, dtype=float)
+    cat = [i for i, c in enumerate(X.columns) if X.schema[c] in (pl.String, pl.Categorical)] if isinstance(X, pl.DataFrame) else []
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(y), TUNE_MAX_ROWS, replace=False)) if len(y) > TUNE_MAX_ROWS else np.arange(len(y))
+    Xm, y = Xm[keep], y[keep]
+    if time is not None:
+        # rolling origin: each fold validates on a later block of snapshot dates, trained on all dates before it
+        t = np.asarray(time)[keep]
+        dates = np.unique(t)
+        n_folds = int(min(3, max(1, (len(dates) - 1) // 2)))
+        block = max(1, int(round(0.15 * len(dates) / n_folds * 2)))
+        folds = []
+        for f in range(n_folds):
+            hi = len(dates) - f * block
+            lo = hi - block
+            if lo < 1:
+                break
+            tr_i, va_i = np.nonzero(t < dates[lo])[0], np.nonzero((t >= dates[lo]) & (t <= dates[hi - 1]))[0]
+            if len(np.unique(y[tr_i])) == 2 and len(np.unique(y[va_i])) == 2:
+                folds.append((tr_i, va_i))
+        if not folds:
+            raise ValueError("tuning: no later block of snapshots has both churners and stayers; pass trials=0")
+        validation = (f"rolling origin over snapshot dates: {len(folds)} fold(s), each validating on {block} later snapshot(s) "
+                      f"({len(y):,} training rows)")
+    else:
+        k = int(min(3, np.bincount(y.astype(int)).min()))
+        if k < 2:
+            raise ValueError("tuning needs at least 2 churners and 2 stayers; pass trials=0")
+        folds = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+        validation = f"stratified {k}-fold cross-validation on {len(y):,} training rows"
+    max_rounds = int(fixed.pop("n_estimators", MAX_ROUNDS))
+    fixed.pop("early_stopping", None)
+    bases = {}  # fold -> linear base fitted on that fold's training rows only
+    rows = []
+
+    def fold_auc(model: ChurnModel, f: int) -> tuple[float, int]:
+        tr, va = folds[f]
+        init_tr = init_va = None
+        if model.linear_base:
+            if f not in bases:
+                bases[f] = fit_linear_base(Xm[tr], y[tr], cat)
+            init_tr, init_va = linear_score(bases[f], Xm[tr]), linear_score(bases[f], Xm[va])
+        dtr = lgb.Dataset(Xm[tr], y[tr], categorical_feature=cat, init_score=init_tr)
+        dva = dtr.create_valid(Xm[va], y[va], init_score=init_va)
+        curve: dict = {}
+        lgb.train({**model._params(), "metric": "auc", "feature_pre_filter": False}, dtr, max_rounds, valid_sets=[dva], valid_names=["va"],
+                  callbacks=[lgb.early_stopping(50, verbose=False), lgb.record_evaluation(curve)])
+        auc = np.asarray(curve["va"]["auc"])
+        return float(auc.max()), int(np.argmax(auc)) + 1
+
+    def run(params: dict, source: str) -> float:
+        model = ChurnModel(**{**params, **fixed}, monotone_constraints=monotone_constraints, random_state=seed)
+        scores = [fold_auc(model, f) for f in range(len(folds))]
+        score = float(np.mean([a for a, _ in scores]))
+        rows.append({"trial": len(rows), "source": source, **{k: params.get(k) for k in SEARCH_SPACE},
+                     "validation_roc_auc": score, "rounds": int(round(np.mean([r for _, r in scores])))})
+        return score
+
+    free = {k: v for k, v in SEARCH_SPACE.items() if k not in fixed}
+
+    def objective(trial) -> float:
+        params = {k: (trial.suggest_categorical(k, [lo, hi]) if kind == "categorical" else
+                      (trial.suggest_int if kind == "int" else trial.suggest_float)(k, lo, hi, log=log))
+                  for k, (kind, lo, hi, log) in free.items()}
+        return run(params, STARTS[trial.number] if trial.number < len(STARTS) else "search")
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+        small = {**TRAIN_DEFAULTS, "subsample": 0.8, "reg_lambda": 1.0, "linear_base": False}
+        starts = (small, {**LIGHTGBM_DEFAULTS, "linear_base": False}, {**small, "linear_base": True})
+        for start in starts[:max(trials, 1)]:
+            study.enqueue_trial({k: v for k, v in start.items() if k in free})
+        steps = range(max(trials, 1))
+        if progress:
+            from tqdm.auto import tqdm
+            steps = tqdm(steps, desc="tuning", unit="trial")
+        for _ in steps:
+            study.optimize(objective, n_trials=1)
+    finally:
+        optuna.logging.set_verbosity(level)
+    table = pl.DataFrame(rows)
+    best = table.sort(["validation_roc_auc", "trial"], descending=[True, False]).row(0, named=True)
+    params = {**{k: best[k] for k in free}, **fixed, "n_estimators": int(best["rounds"]), "early_stopping": False}
+    return Tuning(params, float(best["validation_roc_auc"]), validation, table)
+
+
+def _out_of_fold(model: ChurnModel, X: pl.DataFrame, y: np.ndarray, seed: int, folds: int = 5) -> np.ndarray:
+    """Cross-fitted churn probabilities of the training rows (models with `model`'s parameters)."""
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+    out = np.zeros(len(y))
+    k = int(min(folds, np.bincount(y.astype(int)).min()))
+    for tr, va in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
+        out[va] = clone(model).fit(X[tr], y[tr]).predict_proba(X[va])[:, 1]
+    return out
+
+
+def train(table: FeatureTable, split: TemporalSplit | CustomerSplit | None = None, *, calibration: str | None = "auto",
+          monotone: bool = False, trials: int = DEFAULT_TRIALS, seed: int = 0, leakage: str = "warn", progress: bool = False,
+          **params) -> tuple[TrainedModel, TemporalSplit | CustomerSplit]:
+    """Tune on the training part, fit, and calibrate on later data (held-out customers for flat tables).
+
+    trials: Optuna trials (0: `TRAIN_DEFAULTS` with early stopping, no search). `params` are fixed
+    `ChurnModel` parameters, left out of the search. calibration: 'auto', 'sigmoid', 'isotonic' or None
+    (see `Calibrator`). leakage: 'warn' records suspected leaks (`trustml.leakage`) in the metadata,
+    'refuse' raises a `ContractError` naming them, 'ignore' skips the check.
+    """
+    from trustml.leakage import check_leakage
     split = split or default_split(table)
     tr, cal, _ = split.frames(table.labelled())
     registry = table.registry
-    model = ChurnModel(monotone_constraints=registry.monotone_constraints() if monotone else None, **{**TRAIN_DEFAULTS, **params})
+    leaks = None
+    if leakage != "ignore":
+        leaks = check_leakage(tr, registry, per_customer=not table.is_flat)
+        if leakage == "refuse" and leaks.height:
+            from trustml.contract import ContractError, Problem
+            raise ContractError([Problem("features", r["feature"], f"suspected leak: {r['evidence']}") for r in leaks.iter_rows(named=True)])
+    mono = registry.monotone_constraints() if monotone else None
     time = tr["snapshot_date"].to_numpy() if isinstance(split, TemporalSplit) else None
-    model.fit(tr.select(registry.names), tr["churned"], time=time)
+    X, y = tr.select(registry.names), tr["churned"]
+    tuning = None
+    if trials > 0:
+        tuning = tune(X, y.to_numpy(), time=time, trials=trials, seed=seed, fixed=params, monotone_constraints=mono, progress=progress)
+        chosen = tuning.params
+    else:
+        chosen = {**TRAIN_DEFAULTS, **params}
+    model = ChurnModel(monotone_constraints=mono, random_state=seed, **chosen)
+    model.fit(X, y, time=time)
     calibrator = None
-    if calibration and cal.height:
+    if calibration and cal.height and cal["churned"].n_unique() == 2:
         calibrator = Calibrator(calibration).fit(model.predict_proba(cal.select(registry.names))[:, 1], cal["churned"].to_numpy())
-    meta = {"trained_on": {"fingerprint": fingerprint(table.frame), "rows": tr.height, **split.describe()}}
+    elif calibration and isinstance(split, CustomerSplit) and not cal.height:
+        calibrator = Calibrator(calibration).fit(_out_of_fold(model, X, y.to_numpy(), seed), y.to_numpy())
+    meta = {"trained_on": {"fingerprint": fingerprint(table.frame), "rows": tr.height, **split.describe()},
+            "tuning": None if tuning is None else tuning.to_dict(),
+            "leakage": None if leaks is None else leaks.to_dicts()}
     return TrainedModel(model, registry, calibrator, meta), split

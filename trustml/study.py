@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from trustml.features import FeatureTable, Snapshots, build_features
-from trustml.model import fingerprint, train
+from trustml.model import DEFAULT_TRIALS, fingerprint, train
 from trustml.pillars import TRUST_PILLARS
 
 __all__ = ["Study", "setup_notebook"]
@@ -43,19 +43,27 @@ def setup_notebook() -> None:
 class Study:
     """Everything one analysis needs, computed on first use. Build it with `Study.load`."""
 
-    def __init__(self, table: FeatureTable, *, source: dict, world=None, mapping=None, events=None):
+    def __init__(self, table: FeatureTable, *, source: dict, world=None, mapping=None, events=None, trials: int | None = None):
         self.table, self.source, self.world, self.mapping, self.events = table, source, world, mapping, events
+        self.trials = DEFAULT_TRIALS if trials is None else trials
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def load(cls, data: str | Path | None = None, mapping: str | Path | None = None, *, n_customers: int = 3000,
-             n_months: int = 18, seed: int = 0) -> Study:
-        """The simulated trust world (no `data`), or a user's file read through a mapping (TOML/YAML or a shipped name)."""
+             n_months: int = 18, seed: int = 0, trials: int | None = None) -> Study:
+        """The simulated trust world (no `data`), or a user's file read through a mapping (TOML/YAML or a shipped name).
+
+        trials: Optuna trials when the model is trained (default `trustml.model.DEFAULT_TRIALS`; 0: no search).
+        """
         if data is None or str(data) == "simulated":
-            return cls.simulated(n_customers, n_months, seed)
-        if mapping is None:
+            study = cls.simulated(n_customers, n_months, seed)
+        elif mapping is None:
             raise ValueError(f"{data}: reading your own data needs a mapping file (see trustml/mappings/*.toml)")
-        return cls.from_file(data, mapping)
+        else:
+            study = cls.from_file(data, mapping)
+        if trials is not None:
+            study.trials = trials
+        return study
 
     @classmethod
     def simulated(cls, n_customers: int = 3000, n_months: int = 18, seed: int = 0, snapshots: Snapshots = Snapshots()) -> Study:
@@ -94,7 +102,7 @@ class Study:
 
     @cached_property
     def _fit(self):
-        return train(self.table)
+        return train(self.table, trials=self.trials)
 
     @property
     def trained(self):
@@ -132,6 +140,25 @@ class Study:
     def comparison(self) -> pl.DataFrame:
         from trustml.evaluate import compare_models
         return compare_models(self.table, self.split, self.trained, oracle=self.oracle)
+
+    @cached_property
+    def calibration(self) -> pl.DataFrame:
+        """Calibration on the test rows before and after the calibrator (Brier, log loss, error, distinct scores)."""
+        from trustml.evaluate import calibration_report
+        te = self.test
+        return calibration_report(te["churned"].to_numpy(), self.trained.predict_risk(te, calibrated=False), self.trained.predict_risk(te))
+
+    @cached_property
+    def folds(self) -> pl.DataFrame:
+        """Held-out folds beside the single split: rolling-origin backtest (stratified 5-fold CV for flat tables),
+        refitting the chosen parameters."""
+        from trustml.evaluate import held_out_folds
+        return held_out_folds(self.table, self.trained)
+
+    @property
+    def leaks(self) -> list[dict]:
+        """Features suspected of leaking the label (see `trustml.leakage`), with the evidence."""
+        return self.trained.metadata.get("leakage") or []
 
     @cached_property
     def explanation(self):
@@ -179,19 +206,27 @@ class Study:
         snaps = self.table.snapshots
         label = ("the data's own churn column" if snaps.churn == "label" else
                  f"{snaps.churn} within {snaps.horizon} after a lead of {snaps.lead}, snapshots every {snaps.every}")
-        from trustml.evaluate import calibration_table
-        cal = calibration_table(self.test["churned"].to_numpy(), self.trained.predict_risk(self.test))
+        from trustml.leakage import describe_leaks
+        calibrator = self.trained.calibrator
+        cal_where = "cross-fitted predictions of the training customers" if self.table.is_flat else "snapshots after the training ones"
         card = {
-            "model": "LightGBM churn classifier (trustml.ChurnModel) with "
-                     f"{'isotonic calibration on later data' if self.trained.calibrator else 'no calibration'}",
+            "warnings": describe_leaks(self.leaks),
+            "model": "LightGBM churn classifier (trustml.ChurnModel), parameters tuned per data set with Optuna, "
+                     + (f"{calibrator.method_} calibration on {cal_where}" if calibrator else "no calibration"),
             "data": {**self.source, "feature_rows": self.table.frame.height, "label": label,
                      "training_fingerprint": self.trained.metadata["trained_on"]["fingerprint"]},
             "split": self.trained.metadata["trained_on"],
+            "tuning": self.trained.metadata.get("tuning"),
             "features": [{"name": f.name, "pillar": f.pillar, "actionable": f.actionable, "description": f.description} for f in reg],
             "left_out": self.table.dropped,
             "pillars": reg.pillars,
             "metrics": comp.to_dicts(),
-            "calibration": cal.to_dicts(),
+            "held_out_folds": self.folds.to_dicts(),
+            "calibration": {"method": None if calibrator is None else calibrator.method_,
+                            "why": None if calibrator is None else calibrator.reason_,
+                            "fitted_on": cal_where if calibrator else None,
+                            "test_before_after": self.calibration.to_dicts()},
+            "leakage_check": self.leaks,
             "pillar_importance": self.pillars.select("pillar", "label", "mean_abs_shap", "share").to_dicts(),
             "economics": {"best": self.economics.best, "plus_5pp": self.economics.plus_5pp,
                           "assumptions": self.economics.assumptions.lines() + [self.value_note]},
@@ -235,10 +270,18 @@ class Study:
             head = f"Simulated {s['customers']:,} customers over {s['months']} months: {s['events']:,} events (seed {s['seed']})."
         else:
             head = f"{s['name']}: {s['rows']:,} rows from {s['file']} (mapping {s['mapping']})."
-        lines = [head, f"Feature table: {self.table.frame.height:,} rows x {len(self.registry)} features "
-                       f"over {len(self.registry.pillars)} pillars.", "", "Test metrics (held out, never seen in training):"]
-        with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_width_chars=120, tbl_rows=20):
-            lines.append(str(self.comparison.select("model", "roc_auc", "pr_auc", "brier", "top_decile_lift")))
+        from trustml.leakage import describe_leaks
+        tuning = self.trained.metadata.get("tuning")
+        cal = self.trained.calibrator
+        lines = [*describe_leaks(self.leaks), head,
+                 f"Feature table: {self.table.frame.height:,} rows x {len(self.registry)} features over {len(self.registry.pillars)} pillars.",
+                 ("Model: LightGBM, " + (f"tuned by {len(tuning['trials'])} Optuna trials ({tuning['validation']})" if tuning
+                                         else "untuned defaults") + (f"; {cal.method_} calibration ({cal.reason_})." if cal else "; not calibrated.")),
+                 "", "Test metrics (held out, never seen in training; 95% intervals from a bootstrap over customers):"]
+        comp = self.comparison.select("model", "roc_auc", "roc_auc_lo", "roc_auc_hi", "pr_auc", "brier", "top_decile_lift", "vs_model")
+        with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_width_chars=160, tbl_rows=20,
+                       fmt_str_lengths=60):
+            lines.append(str(comp))
             lines += ["", "What drives churn risk, by trust pillar (mean |SHAP|, log-odds):",
                       str(self.pillars.select("label", pl.col("mean_abs_shap").round(3), pl.col("share").round(3)))]
         if self.truth:
