@@ -26,3 +26,15 @@ def test_bad_input():
         retention_economics(np.array([1.5]), np.array([1.0]))
     with pytest.raises(ValueError, match="monthly churn rate"):
         customer_value([10.0], 0.0)
+
+
+def test_value_basis_is_said_and_the_old_call_still_works():
+    risk, value = np.array([0.4, 0.1]), np.array([300.0, 900.0])
+    flat = retention_economics(risk, value)
+    assert flat.value_basis.startswith("value per period x a flat average lifetime")
+    assert "CLV" not in flat.summary()
+    clv = retention_economics(risk, value, value_basis="clv")
+    assert "Value at stake per customer: CLV at stake" in clv.summary()
+    assert clv.curve.equals(flat.curve)  # the same arithmetic: only what `value` means changes
+    own = retention_economics(risk, value, Assumptions(offer_cost=5.0), value_basis="12-month revenue")
+    assert "Value at stake per customer: 12-month revenue." in own.summary()

@@ -2,7 +2,6 @@ import numpy as np
 import polars as pl
 import pytest
 import shap
-from scipy.special import expit
 
 from trustml.explanations import cohort_pillars, explain, pillar_explanation, pillar_importance, reason_codes, top_interactions, truthfulness
 
@@ -48,13 +47,22 @@ def test_reason_codes_are_plain_pseudonymised_and_on_the_probability_scale(train
     assert not set(rc["customer"]) & set(rows["customer_id"])  # no raw ids
     assert rc["customer"].str.starts_with("cust-").all()
     assert rc["reason"].str.contains("points of churn risk").all()
-    # a reason's points = p(all) - p(all without it), on the uncalibrated probability
+    # a reason's points = risk(all) - risk(all without it), through the calibrator like every risk shown
     first = rc.row(0, named=True)
     i = rows["customer_id"].to_list().index(next(c for c in rows["customer_id"]
                                                if __import__("trustml").pseudonymise([c])[0] == first["customer"]))
     j = trained[0].registry.names.index(first["feature"])
     full = expl.base_values[i] + expl.values[i].sum()
-    assert first["points"] == pytest.approx(100 * (expit(full) - expit(full - expl.values[i, j])), abs=0.01)
+    risk = trained[0].risk_from_log_odds
+    assert first["points"] == pytest.approx(100 * (risk([full])[0] - risk([full - expl.values[i, j]])[0]), abs=0.01)
+
+
+def test_reason_codes_show_the_same_risk_as_predict_risk(trained, test_rows, expl):
+    rows = test_rows.head(30)
+    rc = reason_codes(trained[0], rows, expl[:30]).group_by("customer", maintain_order=True).agg(pl.col("risk_pct").first())
+    want = dict(zip(__import__("trustml").pseudonymise(rows["customer_id"].to_list()),
+                    (100 * trained[0].predict_risk(rows)).round(1), strict=True))
+    assert all(r["risk_pct"] == want[r["customer"]] for r in rc.iter_rows(named=True))
 
 
 def test_interactions_rank_pairs(trained, test_rows):
@@ -87,3 +95,12 @@ def test_dependence_feature_prefers_contact_then_actionable_then_strongest(train
     assert dependence_feature(sub, actionable) == next(f for f in ranked if actionable[f].actionable)
     none = FeatureRegistry(tuple(dataclasses.replace(f, actionable=False) for f in feats))
     assert dependence_feature(sub, none) == ranked[0]
+
+
+def test_a_capped_days_since_reads_as_absence_not_as_a_fact():
+    from trustml.explanations import _phrase
+    from trustml.features import Feature
+    f = Feature("usage__days_since_90d", "engagement", "Days since the last session (capped at 90).", "days", False, None, 1, False)
+    assert _phrase(f, 90.0, 400.0) == "no 'usage' in the last 90 days"
+    assert _phrase(f, 2.0, 2.0) == "no 'usage' since signup (2 days ago)"
+    assert _phrase(f, 12.0, 400.0).endswith(": 12 days")

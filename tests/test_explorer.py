@@ -1,39 +1,65 @@
 """The what-if explorer driven programmatically, as a user would drive it, without a browser."""
 
+import re
+
+import numpy as np
 import polars as pl
 import pytest
 
-from trustml.explorer import Explorer
+from trustml.explorer import NOTE, WIDGET_VIEW, Explorer, freeze_explorers, static_html
+from trustml.privacy import pseudonymise
 from trustml.whatif import apply_levers
 
 
 @pytest.fixture()
-def explorer(model, table):
-    latest = table.frame.filter(pl.col("snapshot_date") == table.frame["snapshot_date"].max())
+def latest(table):
+    return table.frame.filter(pl.col("snapshot_date") == table.frame["snapshot_date"].max())
+
+
+@pytest.fixture()
+def explorer(model, latest):
     return Explorer(model, latest, top=10)
+
+
+def _other(explorer, lever="marketing_contact"):
+    """A value of the lever other than the one shown now."""
+    c = explorer.controls[lever]
+    return c.min if c.value != c.min else c.max
 
 
 def test_customers_are_listed_riskiest_first_with_pseudonyms(explorer, model):
     labels = [label for label, _ in explorer.customer.options]
     risks = model.predict_risk(explorer.frame[[i for _, i in explorer.customer.options]])
-    assert list(risks) == sorted(risks, reverse=True)
-    assert all("cust-" in label for label in labels)
+    assert list(risks) == sorted(risks, reverse=True) and len(labels) == 10
+    assert all("cust-" in label for label in labels) and labels[0].startswith("#1 ")
     raw = set(explorer.frame["customer_id"].to_list())
     assert not any(r in label for label in labels for r in raw)
 
 
-def test_moving_a_slider_updates_risk_chart_and_reasons(explorer, model):
-    before_html, before_png = explorer.risk.value, explorer.chart.value
+def test_moving_a_slider_sends_new_chart_data(explorer, model):
+    chart = explorer.chart
+    version, before = chart.version, [p["after"] for p in chart.pillars]
     lever = "marketing_contact"
     control = explorer.controls[lever]
     control.value = control.min if control.value != control.min else control.max  # as a user drags it
     r = explorer.result
     assert r.settings == {lever: control.value}
     expected = model.predict_risk(apply_levers(explorer.row, {lever: control.value}, model.registry))[0]
-    assert r.risk_after == pytest.approx(float(expected))
-    assert explorer.risk.value != before_html and f"{r.risk_after:.1%}" in explorer.risk.value
-    assert explorer.chart.value != before_png and explorer.chart.value[:4] == b"\x89PNG"
-    assert "<li>" in explorer.reasons.value
+    assert r.risk_after == pytest.approx(float(expected)) and chart.risk_after == pytest.approx(float(expected))
+    assert chart.version == version + 1 and chart.compute_ms > 0
+    assert [p["after"] for p in chart.pillars] != before
+    assert chart.pillars == [{"label": x["label"], "before": x["before"], "after": x["after"]} for x in r.pillars.iter_rows(named=True)]
+    assert chart.moved and chart.moved[0]["label"].startswith("Marketing contacts")
+    assert chart.reasons == [{"pillar": x["pillar"], "reason": x["reason"]} for x in r.reasons.iter_rows(named=True)]
+
+
+def test_one_message_per_update(explorer):
+    sent = []
+    explorer.chart._send = lambda msg, buffers=None: sent.append(msg)   # what would go over the comm
+    explorer.set(marketing_contact=_other(explorer))
+    updates = [m for m in sent if m.get("method") == "update"]
+    assert len(updates) == 1 and {"version", "moved", "pillars"} <= set(updates[0]["state"])
+    assert not any(isinstance(v, bytes) for v in updates[0]["state"].values())   # data, not images
 
 
 def test_reset_button_puts_the_customer_back(explorer):
@@ -42,7 +68,7 @@ def test_reset_button_puts_the_customer_back(explorer):
     assert explorer.settings
     explorer.reset_button.click()
     assert explorer.settings == {} and {k: c.value for k, c in explorer.controls.items()} == original
-    assert explorer.result.risk_after == explorer.result.risk_before
+    assert explorer.result.risk_after == explorer.result.risk_before and explorer.chart.moved == []
 
 
 def test_choosing_another_customer_loads_their_values(explorer):
@@ -53,7 +79,15 @@ def test_choosing_another_customer_loads_their_values(explorer):
     row = explorer.frame[second]
     c = explorer.controls["marketing_contact"]
     assert c.value == pytest.approx(min(row["marketing_contact__count_30d"][0], c.max))
-    assert explorer.result.customer in explorer.risk.value
+    assert explorer.chart.customer == explorer.result.customer == pseudonymise([row["customer_id"][0]])[0]
+
+
+def test_an_out_of_range_customer_value_is_not_a_move(model, latest):
+    i = int(np.argmax(latest["marketing_contact__count_30d"].to_numpy()))
+    frame = latest.with_columns(pl.when(pl.int_range(pl.len()) == i).then(99).otherwise(pl.col("marketing_contact__count_30d"))
+                                .alias("marketing_contact__count_30d"))
+    ex = Explorer(model, frame, top=1).find(frame["customer_id"][i])
+    assert int(ex.customer.value) == i and ex.settings == {}   # the slider shows its max, but nothing was moved
 
 
 def test_levers_without_a_value_are_disabled(explorer):
@@ -63,12 +97,106 @@ def test_levers_without_a_value_are_disabled(explorer):
         assert explorer.controls["resolution_hours"].disabled == (hours is None)
 
 
-def test_display_bundle_is_a_widget_with_a_readable_text_fallback(explorer):
-    bundle = explorer._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in bundle
-    assert bundle["text/plain"].startswith("trustml what-if explorer\ncust-")
+def test_find_by_pseudonym_prefix_or_own_id(explorer):
+    frame = explorer.frame
+    k = frame.height // 2   # far from the riskiest: not in the list until searched
+    own, pseud = frame["customer_id"][k], pseudonymise([frame["customer_id"][k]])[0]
+    explorer.find(pseud[:9])
+    assert int(explorer.customer.value) in np.nonzero([p.startswith(pseud[:9]) for p in pseudonymise(frame["customer_id"].to_list())])[0]
+    assert k in [i for _, i in explorer.customer.options] and "match" in explorer.found.value
+    explorer.find(str(own))
+    assert [i for _, i in explorer.customer.options] == [k] and explorer.chart.customer == pseud
+    assert str(own) not in explorer.found.value.replace(repr(str(own)), "")   # the raw id is only echoed as typed
+    explorer.find("cust-zzzz")
+    assert "no customer matches" in explorer.found.value and int(explorer.customer.value) == k   # nothing changes
+    explorer.search.value = pseud   # typing in the Find box, then clearing it
+    assert [i for _, i in explorer.customer.options] == [k]
+    explorer.search.value = ""
+    assert len(explorer.customer.options) == 10 and "riskiest" in explorer.found.value
 
 
-def test_unknown_lever_is_a_clear_error(explorer):
+@pytest.mark.slow
+def test_picker_stays_small_with_many_customers(model, latest):
+    reps = 200_000 // latest.height + 1
+    big = pl.concat([latest.with_columns(customer_id=pl.col("customer_id") + f"-{r}") for r in range(reps)])
+    ex = Explorer(model, big, top=50)
+    assert big.height > 200_000 and len(ex.customer.options) == 50
+    target = big["customer_id"][big.height - 7]
+    ex.find(target)
+    assert int(ex.customer.value) == big.height - 7 and len(ex.customer.options) == 1
+    assert "sample of" in ex.chart.cohort   # cohort means from a seeded sample, not SHAP for every customer
+
+
+def test_display_bundle_is_a_widget_with_static_html_and_text(explorer):
+    explorer.set(marketing_contact=_other(explorer))
+    bundle, meta = explorer._repr_mimebundle_()
+    assert WIDGET_VIEW in bundle and meta["trustml"]["explorer_chart"] == explorer.chart.model_id
+    assert bundle["text/plain"].startswith("trustml what-if explorer\ncust-") and NOTE in bundle["text/plain"]
+    page = bundle["text/html"]
+    assert page.count("<svg") == 1 and "<script" not in page and NOTE in page
+    assert len(re.findall(r'class="trustml-bar-after"', page)) == len(explorer.chart.pillars)
+    assert f"{explorer.result.risk_after:.1%}" in page and "Marketing contacts" in page
+
+
+def test_every_effect_says_it_is_a_model_association(explorer):
+    explorer.set(marketing_contact=_other(explorer))
+    assert NOTE in explorer.summary() and NOTE in explorer.static_html()
+    assert NOTE in explorer.chart._esm and "export default" in explorer.chart._esm   # the browser chart carries the same label
+
+
+def test_unknown_lever_or_value_is_a_clear_error(explorer):
     with pytest.raises(KeyError, match="no lever 'tenure_days'"):
         explorer.set(tenure_days=3)
+    with pytest.raises(ValueError, match="marketing_contact"):
+        explorer.set(marketing_contact=500)   # a slider would clamp it; code must not
+
+
+def test_freeze_shows_the_final_state_and_drops_the_live_view(explorer):
+    import nbformat
+    bundle, meta = explorer._repr_mimebundle_()
+    explorer.set(marketing_contact=_other(explorer))   # after display, as a later cell would
+    state = {explorer.chart.model_id: {"state": explorer.chart.get_state()}}
+    other = nbformat.v4.new_output("display_data", {"text/plain": "bar", WIDGET_VIEW: {"model_id": "tqdm"}})
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("display_data", bundle, metadata=meta), other])],
+                                  metadata={"widgets": {"application/vnd.jupyter.widget-state+json": {"state": state}}})
+    frozen = freeze_explorers(nb)
+    out = frozen.cells[0].outputs
+    assert WIDGET_VIEW not in out[0].data and out[0].data["text/html"] == static_html(explorer.chart.get_state())
+    assert "&rarr;" in out[0].data["text/html"] and "&rarr;" not in bundle["text/html"]
+    assert WIDGET_VIEW in out[1].data and "widgets" in frozen.metadata   # other widgets stay live
+    assert WIDGET_VIEW in nb.cells[0].outputs[0].data                    # the input is not modified
+
+
+def test_lab_option_names_a_connection_class_that_sets_nodelay(monkeypatch):
+    from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+    from traitlets.utils.importstring import import_item
+
+    from trustml.explorer import LAB_LOW_LATENCY
+    cls = import_item(LAB_LOW_LATENCY.split("=", 1)[1])   # as Jupyter Server resolves the option
+    assert issubclass(cls, ZMQChannelsWebsocketConnection)
+    calls = []
+    monkeypatch.setattr(ZMQChannelsWebsocketConnection, "connect", lambda self: "connected")
+
+    class Handler:
+        def set_nodelay(self, value):
+            calls.append(value)
+    conn = cls.__new__(cls)
+    conn.__dict__["_trait_values"] = {"websocket_handler": Handler()}
+    assert cls.connect(conn) == "connected" and calls == [True]
+
+
+def test_with_nothing_actionable_the_explorer_says_why_and_what_to_mark():
+    import numpy as np
+    import polars as pl
+
+    from trustml.explorer import NO_LEVERS, Explorer
+    from trustml.mapping import Mapping, flat_table
+    from trustml.model import train
+    rng = np.random.default_rng(0)
+    n = 300
+    df = pl.DataFrame({"id": [f"c{i}" for i in range(n)], "left": rng.choice(["Yes", "No"], n), "spend": rng.normal(size=n),
+                       "plan": rng.choice(["a", "b"], n)})
+    table = flat_table(df, Mapping.from_dict({"kind": "flat", "columns": {"id": "id", "target": "left", "positive": ["Yes"]}}))
+    trained, _ = train(table, trials=0, n_estimators=20, early_stopping=False)
+    ex = Explorer(trained, table.labelled())
+    assert ex.levers == [] and NO_LEVERS in ex.summary() and "[actionable]" in NO_LEVERS

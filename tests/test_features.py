@@ -152,3 +152,18 @@ def test_inactivity_with_a_lead_ignores_activity_inside_the_lead_window():
     t = build_features(customers, events, snaps, (FeatureSpec("purchase", "count", 90),), as_of=dt.datetime(2024, 7, 1))
     labels = dict(zip(t.frame["customer_id"], t.frame["churned"], strict=True))
     assert labels == {"a": 1, "b": 0, "c": 1}
+
+
+def test_days_since_never_exceeds_tenure():
+    """A 2-day-old customer with no event has not gone '365 days without one': the fill is capped at tenure."""
+    customers = pl.DataFrame({"customer_id": ["old", "new"], "signup_date": [dt.date(2023, 1, 1), dt.date(2024, 2, 28)]})
+    events = pl.DataFrame({"customer_id": ["old", "old", "new"],
+                           "timestamp": [dt.datetime(2023, 6, 1), dt.datetime(2024, 2, 10), dt.datetime(2024, 2, 29)],
+                           "event_type": ["referral_given", "usage", "usage"], "value": [None, 1.0, 1.0]})
+    spec = [s for s in DEFAULT_SPEC if s.name in ("referral_given__days_since_365d", "usage__days_since_90d", "tenure_days")]
+    t = build_features(customers, events, Snapshots(churn="inactivity", start=dt.date(2024, 3, 1), end=dt.date(2024, 3, 1)),
+                       spec, as_of=dt.datetime(2024, 3, 2))
+    new = t.frame.filter(pl.col("customer_id") == "new").row(0, named=True)
+    old = t.frame.filter(pl.col("customer_id") == "old").row(0, named=True)
+    assert new["referral_given__days_since_365d"] == new["tenure_days"] == 2.0 and new["usage__days_since_90d"] == 1.0
+    assert old["referral_given__days_since_365d"] == 274.0 and old["usage__days_since_90d"] == 20.0   # facts unchanged

@@ -1,6 +1,8 @@
 """Bring your own data: shipped mappings on the real datasets, and a corpus of malformed inputs."""
 
+import datetime as dt
 import hashlib
+import tomllib
 
 import numpy as np
 import polars as pl
@@ -9,7 +11,7 @@ import yaml
 from support import shared_data
 
 from trustml.cli import main
-from trustml.contract import ContractError
+from trustml.contract import ContractError, DataWarnings
 from trustml.evaluate import cross_validate
 from trustml.mapping import Mapping, event_tables, flat_table, load_mapping, read_data
 from trustml.study import Study
@@ -162,7 +164,7 @@ CASES = [
     ("whitespace file without header or column names", "a 19970101 1 10.0\n", ".txt",
      _with(EVENTS, source={"format": "whitespace"}), ["source.columns", "column names"]),
     ("timestamps of the wrong type", None, ".parquet", EVENTS, ["'when'", "wrong type Boolean"]),
-    ("unknown source format", _csv(GOOD), ".csv", _with(FLAT, source={"format": "xlsx"}), ["source.format", "unknown format 'xlsx'"]),
+    ("unknown source format", _csv(GOOD), ".csv", _with(FLAT, source={"format": "sas7bdat"}), ["source.format", "unknown format 'sas7bdat'"]),
     ("id column is all null in events", "cid,when,kind,amount\n,2024-01-05,purchase,1\n,2024-01-06,purchase,2\n", ".csv", EVENTS, ["'cid'", "null ids"]),
 ]
 
@@ -200,8 +202,8 @@ def test_malformed_input_gets_a_clear_error_and_nothing_is_written(case, tmp_pat
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as e:
         main(["report", "--data", str(data_path), "--mapping", str(map_path), "--out", str(out), "--quiet"])
-    message = str(e.value.code)
-    assert message.startswith("trustml report:"), message
+    message = capsys.readouterr().err
+    assert e.value.code == 2 and message.startswith("trustml report:") and "Traceback" not in message, (e.value.code, message)
     for want in expected:
         assert want in message, f"{name}: {want!r} not in {message!r}"
     named_file = data_path.name in message or map_path.name in message
@@ -254,3 +256,265 @@ def test_subscriptions_problems_name_the_file_and_column(tmp_path):
     (tmp_path / "m.yaml").write_text("kind: events\ncolumns: {id: cid, timestamp: when, event_type: kind}\nsubscriptions: {file: subs.csv}\n")
     with pytest.raises(ContractError, match="subscriptions.*needs `file` and `start`"):
         Study.load(tmp_path / "log.csv", tmp_path / "m.yaml")
+
+
+# -- issue 13: flat tables as they come ------------------------------------------------------------
+
+def _flat(d: dict) -> Mapping:
+    return Mapping.from_dict({"kind": "flat", **d})
+
+
+def _bank(n=80, seed=1):
+    r = np.random.default_rng(seed)
+    return pl.DataFrame({"RowNumber": np.arange(1, n + 1), "Surname": [f"name{i}" for i in range(n)],
+                         "NumOfProducts": r.integers(1, 5, n), "IsActiveMember": r.integers(0, 2, n),
+                         "Balance": r.uniform(0, 1e5, n).round(2), "Status": r.choice(["Open", "Closed", "Unknown"], n),
+                         "Exited": ([True, False] * n)[:n]})
+
+
+def test_flat_without_id_numbers_rows_and_drops_row_numbers():
+    w = DataWarnings()
+    m = _flat({"columns": {"target": "Exited", "positive": [True], "negative": [False]}, "drop": ["Surname"],
+               "rows": {"exclude": {"Status": ["Unknown"]}}})
+    df = _bank()
+    t = flat_table(df, m, source="bank.csv", warnings=w)
+    kept = df.with_row_index("line", 1).filter(pl.col("Status") != "Unknown")
+    assert t.frame["customer_id"].to_list() == [f"row-{i}" for i in kept["line"]]
+    assert "RowNumber" not in t.registry.names and "row number" in t.dropped["RowNumber"]
+    assert "Surname" not in t.registry.names and "drop" in t.dropped["Surname"]
+    assert t.frame.height == kept.height and t.frame["churned"].to_list() == kept["Exited"].cast(pl.Int8).to_list()
+    assert any("rows left out" in p.problem for p in w) and any("no id column" in p.problem for p in w)
+
+
+@pytest.mark.parametrize("labels,pos,neg", [
+    (["True", "False"], [True], [False]), (["TRUE", "FALSE"], ["true"], None), (["1", "0"], [1], [0]),
+    (["Yes", "No"], ["yes"], ["no"]), (["1.0", "0.0"], ["1"], None), (["Churned", "Stayed"], ["Churned"], ["Stayed"])])
+def test_labels_are_matched_as_the_file_writes_them(labels, pos, neg):
+    df = pl.DataFrame({"id": [f"c{i}" for i in range(6)], "y": [labels[i % 2] for i in range(6)], "x": [1.0, 2, 3, 4, 5, 6]})
+    cols = {"id": "id", "target": "y", "positive": pos, **({"negative": neg} if neg is not None else {})}
+    t = flat_table(df, _flat({"columns": cols}))
+    assert t.frame["churned"].to_list() == [1, 0, 1, 0, 1, 0]
+
+
+def test_toml_booleans_and_integers_as_labels(tmp_path):
+    (tmp_path / "m.toml").write_text('kind = "flat"\n[columns]\ntarget = "y"\npositive = [true]\nnegative = [false]\n')
+    m = load_mapping(tmp_path / "m.toml")
+    df = pl.DataFrame({"y": [True, False, True], "x": [1.0, 2.0, 3.0]})
+    assert flat_table(df, m).frame["churned"].to_list() == [1, 0, 1]
+
+
+@pytest.mark.parametrize("values,pos,neg,words", [
+    ([0, 1, 2, 0, 1, 2], ["1"], None, ["3 distinct labels", "['0', '1', '2']", "negative"]),
+    (["Y", "N"] * 3, ["Yes"], ["No"], ["unknown labels", "labels in the file: ['N', 'Y']", "'Yes'"]),
+    (["Y", "N"] * 3, ["Yes"], None, ["no label matches positive ['Yes']", "['N', 'Y']"]),
+])
+def test_labels_that_do_not_fit_are_an_error_naming_what_was_found(values, pos, neg, words):
+    df = pl.DataFrame({"id": [f"c{i}" for i in range(6)], "y": values, "x": [1.0, 2, 3, 4, 5, 6]})
+    with pytest.raises(ContractError) as e:
+        flat_table(df, _flat({"columns": {"id": "id", "target": "y", "positive": pos, **({"negative": neg} if neg else {})}}),
+                   source="f.csv")
+    msg = str(e.value)
+    assert "file 'f.csv', column 'y'" in msg and all(w in msg for w in words), msg
+
+
+def test_max_categories_is_configurable_and_the_message_says_how():
+    states = [f"S{i:02d}" for i in range(51)]
+    df = pl.DataFrame({"id": [f"c{i}" for i in range(102)], "y": [1, 0] * 51, "State": states * 2})
+    with pytest.raises(ContractError, match=r"State.*51 distinct values.*max_categories = 51"):
+        flat_table(df, _flat({"columns": {"id": "id", "target": "y"}, "pillars": {"account": ["State"]}}))
+    for source in ({"max_categories": 60}, {"max_categories": {"State": 51}}):
+        t = flat_table(df, _flat({"columns": {"id": "id", "target": "y"}, "pillars": {"account": ["State"]}, "source": source}))
+        assert t.registry["State"].categorical
+
+
+def test_numeric_levers_take_lists_ranges_and_the_data_range():
+    df = _bank()
+    m = _flat({"columns": {"target": "Exited", "positive": [True]},
+               "actionable": {"NumOfProducts": [1, 2, 3, 4], "IsActiveMember": None, "Balance": {"min": 0, "max": 100000, "step": 500}}})
+    reg = flat_table(df, m).registry
+    from trustml.whatif import levers
+    lv = {x.name: x for x in levers(reg)}
+    assert lv["NumOfProducts"].values == (1.0, 2.0, 3.0, 4.0) and lv["NumOfProducts"].integer
+    assert lv["IsActiveMember"].values == (0.0, 1.0) and lv["IsActiveMember"].allowed_text() == "one of [0, 1]"
+    assert (lv["Balance"].low, lv["Balance"].high, lv["Balance"].step) == (0.0, 100000.0, 500.0)
+    assert all(v % 500 == 0 for v in lv["Balance"].grid(51234.0, 9))
+    m2 = _flat({"columns": {"target": "Exited", "positive": [True]}, "actionable": ["NumOfProducts"]})
+    p = {x.name: x for x in levers(flat_table(df, m2).registry)}["NumOfProducts"]
+    assert (p.low, p.high, p.integer) == (float(df["NumOfProducts"].min()), float(df["NumOfProducts"].max()), True)
+
+
+@pytest.mark.parametrize("act,words", [
+    ({"NumOfProducts": {"min": 4, "max": 1}}, ["actionable.NumOfProducts", "reversed"]),
+    ({"NumOfProducts": [1.5, 2]}, ["NumOfProducts", "whole numbers"]),
+    ({"NumOfProducts": {"min": 0, "max": 10, "step": 3}}, ["actionable.NumOfProducts", "whole number of steps"]),
+    ({"NumOfProducts": {"low": 0}}, ["actionable.NumOfProducts", "unknown keys"]),
+])
+def test_bad_lever_declarations_are_errors(act, words):
+    with pytest.raises(ContractError) as e:
+        flat_table(_bank(), _flat({"columns": {"target": "Exited", "positive": [True]}, "actionable": act}))
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_a_column_in_two_pillars_is_an_error():
+    with pytest.raises(ContractError, match=r"'Balance' is also in pillars.account"):
+        _flat({"columns": {"target": "Exited"}, "pillars": {"account": ["Balance"], "engagement": ["Balance"]}})
+
+
+def test_width_guard_says_what_is_too_wide_and_how_to_choose():
+    wide = pl.DataFrame({f"f{i}": [0.0, 1.0, 2.0, 3.0] for i in range(520)}).with_columns(y=pl.Series([1, 0, 1, 0]))
+    with pytest.raises(ContractError, match=r"520 candidate feature columns.*\[columns\] keep"):
+        flat_table(wide, _flat({"columns": {"target": "y"}}), source="wide.csv")
+    t = flat_table(wide, _flat({"columns": {"target": "y", "keep": ["f1", "f2"]}}), source="wide.csv")
+    assert t.registry.names == ["f1", "f2"] and "keep" in t.dropped["f3"]
+
+
+def test_excel_is_read_and_ids_keep_leading_zeros(tmp_path):
+    pytest.importorskip("fastexcel")
+    pytest.importorskip("xlsxwriter")
+    df = pl.DataFrame({"id": ["007", "010", "011", "012"], "y": ["Yes", "No", "Yes", "No"], "x": [1.0, 2.0, 3.0, 4.0]})
+    df.write_excel(tmp_path / "d.xlsx")
+    m = _flat({"columns": {"id": "id", "target": "y"}})
+    assert read_data(tmp_path / "d.xlsx", m)["id"].to_list() == ["007", "010", "011", "012"]
+    df.write_csv(tmp_path / "d.csv")
+    assert read_data(tmp_path / "d.csv", m)["id"].to_list() == ["007", "010", "011", "012"]   # read as text, not 7
+
+
+def test_draft_mapping_guesses_and_flags_leaks(tmp_path):
+    from trustml.mapping import draft_mapping
+    r = np.random.default_rng(0)
+    n = 200
+    y = r.integers(0, 2, n)
+    df = pl.DataFrame({"RowNumber": np.arange(1, n + 1), "CustomerId": [f"{i:06d}" for i in range(n)],
+                       "Gender": r.choice(["F", "M"], n), "Contract": r.choice(["Monthly", "Yearly"], n),
+                       "SupportTickets": r.integers(0, 5, n), "ClosedDate": [None if v == 0 else "2024-01-01" for v in y],
+                       "Exited": y})
+    text = draft_mapping(df, "bank.csv")
+    m = Mapping.from_dict(tomllib.loads(text))
+    assert (m.kind, m.id, m.target, m.sensitive, m.drop) == ("flat", "CustomerId", "Exited", ("Gender",), ("RowNumber",))
+    assert "SupportTickets" in m.pillars["service_quality"] and "Contract" in m.pillars["promises"]
+    assert "SUSPECTED LEAKAGE" in text and "ClosedDate: whether it is blank" in text
+    (tmp_path / "bank.csv").write_bytes(df.write_csv().encode())
+    (tmp_path / "m.toml").write_text(text)
+    t = flat_table(read_data(tmp_path / "bank.csv", m), m, source="bank.csv")
+    assert "RowNumber" not in t.registry.names
+
+
+def test_draft_mapping_of_an_event_log():
+    from trustml.mapping import draft_mapping
+    df = pl.DataFrame({"user_id": ["a", "a", "b", "b"], "ts": ["2024-01-01", "2024-02-01", "2024-01-03", "2024-03-01"],
+                       "event": ["login", "support_ticket", "login", "cancel"]})
+    m = Mapping.from_dict(tomllib.loads(draft_mapping(df, "log.csv")))
+    assert (m.kind, m.id, m.timestamp, m.event_type) == ("events", "user_id", "ts", "event")
+    assert m.event_types == {"cancel": "cancellation"} and m.churn["definition"] == "cancellation"
+
+
+def test_cli_mapping_drafts_a_file(tmp_path, capsys):
+    _bank().write_csv(tmp_path / "bank.csv")
+    main(["mapping", str(tmp_path / "bank.csv"), "--out", str(tmp_path / "m.toml")])
+    m = load_mapping(tmp_path / "m.toml")
+    assert m.target == "Exited" and "RowNumber" in m.drop
+    with pytest.raises(SystemExit):
+        main(["mapping", str(tmp_path / "bank.csv"), "--out", str(tmp_path / "m.toml")])   # exists: not overwritten silently
+
+
+# -- issue 13/18: event logs --------------------------------------------------------------------------
+
+def _events_mapping(**over):
+    d = {"kind": "events", "columns": {"id": "cid", "timestamp": "when", "event_type": "kind"}, **over}
+    return Mapping.from_dict(d, origin="/x/m.toml")
+
+
+def test_epoch_seconds_and_milliseconds_become_dates():
+    when = [dt.datetime(2024, 1, 5, 12), dt.datetime(2024, 2, 1)]
+    secs = [int(t.replace(tzinfo=dt.UTC).timestamp()) for t in when]
+    for values, fmt in ((secs, None), ([s * 1000 for s in secs], None), (secs, "epoch_s"), ([s * 1000 for s in secs], "epoch_ms")):
+        w = DataWarnings()
+        df = pl.DataFrame({"cid": ["a", "b"], "when": values, "kind": ["x", "y"]})
+        m = _events_mapping(columns={"id": "cid", "timestamp": "when", "event_type": "kind", "timestamp_format": fmt}, churn={"definition": "inactivity"})
+        _, events, *_ = event_tables(df, m, source="log.csv", warnings=w)
+        assert sorted(events["timestamp"].to_list()) == when
+        assert bool(w) == (fmt is None)   # detected by magnitude: said so
+
+
+def test_utc_offsets_are_converted_and_said():
+    df = pl.DataFrame({"cid": ["a", "b"], "when": ["2024-01-05T10:00:00+14:00", "2024-01-05T10:00:00+00:00"], "kind": ["x", "y"]})
+    w = DataWarnings()
+    _, events, *_ = event_tables(df, _events_mapping(), source="log.csv", warnings=w)
+    assert sorted(events["timestamp"].to_list()) == [dt.datetime(2024, 1, 4, 20), dt.datetime(2024, 1, 5, 10)]
+    assert any("converted to UTC" in p.problem for p in w)
+
+
+def test_duplicate_event_rows_are_a_named_warning_and_kept():
+    df = pl.DataFrame({"cid": ["a", "a", "b"], "when": ["2024-01-05"] * 3, "kind": ["x", "x", "y"]})
+    w = DataWarnings()
+    _, events, *_ = event_tables(df, _events_mapping(), source="log.csv", warnings=w)
+    assert events.height == 3 and any("1 event rows repeat" in p.problem and "kept" in p.problem for p in w)
+
+
+def _renewals(tmp_path, as_of="2024-07-01"):
+    """Monthly renewal rows: 'a' renews to the end (censored), 'b' stops in March, 'c' pauses 40 days and returns,
+    'd' changes plan in April."""
+    subs = pl.DataFrame({
+        "acct": ["a"] * 7 + ["b"] * 2 + ["c"] * 3 + ["d"] * 4,
+        "start": ["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01", "2024-05-01", "2024-06-01", "2024-06-25",
+                  "2024-01-10", "2024-02-10", "2024-01-05", "2024-03-16", "2024-04-16", "2024-02-01", "2024-03-01", "2024-04-01", "2024-05-01"],
+        "end": ["2024-02-01", "2024-03-01", "2024-04-01", "2024-05-01", "2024-06-01", "2024-06-25", "2024-07-25",
+                "2024-02-10", "2024-03-10", "2024-02-05", "2024-04-16", "2024-05-16", "2024-03-01", "2024-04-01", "2024-05-01", "2024-08-01"],
+        "plan": ["basic"] * 12 + ["basic", "basic", "pro", "pro"],
+        "mrr": [10.0] * 12 + [10.0, 10.0, 30.0, 30.0]})
+    subs.write_csv(tmp_path / "subs.csv")
+    log = pl.DataFrame({"acct": ["a", "b", "c", "d"], "at": ["2024-01-02", "2024-01-11", "2024-01-06", "2024-02-02"],
+                        "what": ["login"] * 4})
+    log.write_csv(tmp_path / "log.csv")
+    m = Mapping.from_dict({"kind": "events", "columns": {"id": "acct", "timestamp": "at", "event_type": "what"},
+                           "subscriptions": {"file": "subs.csv", "start": "start", "end": "end", "value": "mrr", "gap_days": 7},
+                           "churn": {"as_of": as_of}}, origin=str(tmp_path / "m.toml"))
+    return m
+
+
+def test_subscription_renewals_merge_into_periods_and_future_ends_are_censored(tmp_path):
+    from trustml.mapping import read_subscriptions
+    m = _renewals(tmp_path)
+    w = DataWarnings()
+    subs, path = read_subscriptions(m, tmp_path / "log.csv")
+    customers, events, spec, snaps, as_of = event_tables(read_data(tmp_path / "log.csv", m), m, source="log.csv",
+                                                         subscriptions=subs, subscriptions_source=str(path), warnings=w)
+    cancels = events.filter(pl.col("event_type") == "cancellation").select("customer_id", pl.col("timestamp").dt.date().cast(pl.String))
+    # b ends 2024-03-10; c's periods end 2024-02-05 (then a 40-day pause > gap_days) and 2024-05-16 (its two renewals merge);
+    # a and d are still active: their last ends are at or after the as-of date (censored), never cancellations
+    assert sorted(cancels.rows()) == [("b", "2024-03-10"), ("c", "2024-02-05"), ("c", "2024-05-16")]
+    assert customers.filter(pl.col("customer_id") == "c")["signup_date"][0] == dt.date(2024, 1, 5)
+    plan = events.filter(pl.col("event_type") == "plan_change")
+    assert plan.rows() == [("d", dt.datetime(2024, 4, 1), "plan_change", 20.0)]   # the price rose by 20
+    assert m.monthly_value == "mrr" and "mrr" in customers.columns and snaps.churn == "cancellation"
+    assert any("right-censored" in p.problem for p in w) and any("came back" in p.problem for p in w)
+
+
+def test_label_jump_is_reported():
+    from trustml.features import FeatureRegistry, FeatureTable, Snapshots
+    from trustml.mapping import label_warnings
+    dates = [dt.date(2024, k, 1) for k in range(1, 9)]
+    rates = [0.05] * 7 + [0.6]
+    frame = pl.concat([pl.DataFrame({"customer_id": [f"c{i}" for i in range(100)], "snapshot_date": [d] * 100,
+                                     "churned": pl.Series([1 if i < r * 100 else 0 for i in range(100)], dtype=pl.Int8)})
+                       for d, r in zip(dates, rates, strict=True)])
+    t = FeatureTable(frame, FeatureRegistry(()), Snapshots(), dt.datetime(2024, 10, 1))
+    w = label_warnings(t)
+    assert len(w) == 1 and "2024-08-01 is 60.0%" in w[0].problem
+    assert not label_warnings(FeatureTable(frame.filter(pl.col("snapshot_date") < dates[-1]), FeatureRegistry(()), Snapshots(),
+                                           dt.datetime(2024, 10, 1)))
+
+
+def test_the_tuning_budget_can_be_set_in_the_mapping(tmp_path):
+    import polars as pl
+
+    from trustml.study import Study
+    data = tmp_path / "d.csv"
+    pl.DataFrame({"id": [f"c{i}" for i in range(200)], "y": ["Yes", "No", "No", "No"] * 50, "x": [i % 7 for i in range(200)]}).write_csv(data)
+    m = tmp_path / "m.toml"
+    m.write_text('kind = "flat"\n[columns]\nid = "id"\ntarget = "y"\npositive = ["Yes"]\nnegative = ["No"]\n[model]\ntrials = 3\n')
+    assert Study.load(data, m).trials == 3
+    assert Study.load(data, m, trials=0).trials == 0  # the command line or Python wins
+    m.write_text('kind = "flat"\n[columns]\nid = "id"\ntarget = "y"\n[model]\ntrials = -1\n')
+    with pytest.raises(ContractError, match="model.trials"):
+        Study.load(data, m)

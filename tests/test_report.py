@@ -13,9 +13,9 @@ from trustml.report import inject_parameters, run_report, suite
 NOTEBOOKS = suite(ROOT / "notebooks")
 
 
-def test_the_suite_has_the_ten_notebooks_in_order():
+def test_the_suite_has_its_fourteen_notebooks_in_order():
     names = [p.stem for p in NOTEBOOKS]
-    assert len(names) == 10 and names == sorted(names)
+    assert len(names) == 14 and names == sorted(names) and [n[:2] for n in names] == [f"{i:02d}" for i in range(1, 15)]
     assert all(" " not in n and n[:2].isdigit() for n in names)
 
 
@@ -86,7 +86,7 @@ def test_notebooks_about_the_simulator_are_skipped_on_user_data(tmp_path):
     import polars as pl
     folder = _tiny_suite(tmp_path)
     data = tmp_path / "flat.csv"
-    pl.DataFrame({"id": [f"c{i}" for i in range(200)], "y": ["Yes", "No"] * 100, "x": list(range(200))}).write_csv(data)
+    pl.DataFrame({"id": [f"c{i}" for i in range(200)], "y": ["Yes", "No"] * 100, "x": [i % 7 for i in range(200)]}).write_csv(data)
     mapping = tmp_path / "m.toml"
     mapping.write_text('kind = "flat"\n[columns]\nid = "id"\ntarget = "y"\npositive = ["Yes"]\n')
     index = run_report(tmp_path / "out", data=data, mapping=mapping, notebooks=folder, progress=False)
@@ -120,3 +120,47 @@ def test_the_suite_runs_on_a_users_event_log(tmp_path):
             shutil.copy(p, folder / p.name)
     index = run_report(tmp_path / "out", data=data, mapping=mapping, notebooks=folder, progress=False)
     assert index.read_text().count("<td>ok</td>") == len(list(folder.glob("*.ipynb")))
+
+
+def test_the_analysis_is_computed_once_and_every_notebook_reads_it(tmp_path):
+    folder = _tiny_suite(tmp_path, body=("import trustml as tm\n"
+                                         "s = tm.Study.load(n_customers=n_customers, n_months=15, seed=0, trials=trials, artifacts=artifacts)\n"
+                                         "print('read, not recomputed:', '_fit' in s.__dict__, s.trained.metadata['trained_on']['rows'] > 0)"))
+    index = run_report(tmp_path / "out", n_customers=1500, n_months=15, notebooks=folder, progress=False, trials=0)
+    ran = nbformat.read(index.parent / "01_tiny.ipynb", as_version=4)
+    assert ran.cells[-1].outputs[0]["text"] == "read, not recomputed: True True\n"
+    assert not list(tmp_path.glob("trustml-report-*"))  # the private artifacts (raw ids) are gone
+
+
+def test_the_same_seed_gives_the_same_report_bytes(tmp_path):
+    folder = _tiny_suite(tmp_path)
+    a = run_report(tmp_path / "a", n_customers=1500, n_months=15, notebooks=folder, progress=False, trials=2).parent
+    b = run_report(tmp_path / "b", n_customers=1500, n_months=15, notebooks=folder, progress=False, trials=2).parent
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != "index.html")  # the index holds timings
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name != "index.html")
+    differ = [str(f) for f in files if (a / f).read_bytes() != (b / f).read_bytes()]
+    assert differ == []
+
+
+def test_a_report_on_your_data_holds_no_raw_id_anywhere(tmp_path):
+    """Every file of the shareable report folder (HTML, notebooks, tables, model) is searched for every raw id."""
+    import polars as pl
+    rng = __import__("numpy").random.default_rng(0)
+    ids = [f"ACCT-{i:05d}-X" for i in range(400)]
+    data = tmp_path / "flat.csv"
+    pl.DataFrame({"account": ids, "left": rng.choice(["Yes", "No"], 400, p=[0.3, 0.7]), "tenure": rng.integers(1, 60, 400),
+                  "plan": rng.choice(["a", "b"], 400)}).write_csv(data)
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('kind = "flat"\n[columns]\nid = "account"\ntarget = "left"\npositive = ["Yes"]\n')
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    for p in NOTEBOOKS[:1]:  # the quickstart: risks, reasons and the riskiest customers
+        __import__("shutil").copy(p, folder / p.name)
+    index = run_report(tmp_path / "out", data=data, mapping=mapping, notebooks=folder, progress=False, trials=0)
+    found = []
+    for f in index.parent.rglob("*"):
+        if f.is_file():
+            blob = f.read_bytes()
+            found += [(f.name, i) for i in ids if i.encode() in blob]
+    assert found == []
+    assert pl.read_parquet(index.parent / "results" / "features.parquet")["customer_id"].str.starts_with("cust-").all()

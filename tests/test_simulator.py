@@ -1,3 +1,4 @@
+import datetime as dt
 import io
 
 import numpy as np
@@ -5,7 +6,7 @@ import polars as pl
 import pytest
 
 from trustml.contract import validate
-from trustml.simulator import Policy, SimConfig, read_world, simulate, true_effects, write_world
+from trustml.simulator import Campaign, Policy, SimConfig, campaign_effects, read_world, simulate, true_effects, write_world
 
 
 def _bytes(df: pl.DataFrame) -> bytes:
@@ -98,3 +99,38 @@ def test_streaming_writer_gives_the_same_tables(tmp_path, monkeypatch):
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="n_customers"):
         simulate(0, 12)
+
+
+def test_a_policy_change_from_a_month_on_leaves_earlier_months_alone():
+    # a change to the value a knob already has is no change: the world is byte-identical to the default
+    same = SimConfig(changes=((4, "price_rise_month_share", SimConfig().price_rise_month_share), (2, "price_rise_unannounced_share", 0.5)))
+    a, b = simulate(800, 12, seed=3), simulate(800, 12, seed=3, config=same)
+    for name in ("customers", "events", "truth"):
+        assert _bytes(getattr(a, name)) == _bytes(getattr(b, name)), name
+    # more, and all unannounced, price rises from month 8: the truth before it is untouched, after it differs
+    changed = simulate(800, 12, seed=3, config=SimConfig(changes=((8, "price_rise_month_share", 0.3), (8, "price_rise_unannounced_share", 1.0))))
+    cut = pl.lit(dt.date(2024, 9, 1))  # month 8 of a world starting 2024-01-01
+    assert a.truth.filter(pl.col("month_start") < cut).equals(changed.truth.filter(pl.col("month_start") < cut))
+    assert not a.truth.filter(pl.col("month_start") >= cut).equals(changed.truth.filter(pl.col("month_start") >= cut))
+
+    def rises(w, kind):
+        return w.events.filter((pl.col("event_type") == kind) & (pl.col("timestamp") >= cut.cast(pl.Datetime("us")))).height
+    assert rises(changed, "price_change_unannounced") > 3 * rises(a, "price_change_unannounced")
+    assert rises(changed, "price_change_announced") == 0
+    with pytest.raises(ValueError, match="unknown knob"):
+        simulate(50, 6, seed=0, config=SimConfig(changes=((2, "tickets_per_month", 1.0),)))
+
+
+def test_campaign_leaves_the_world_before_it_alone_and_has_sleeping_dogs():
+    c = Campaign("service_call", month=8)
+    base, camp = simulate(1500, 12, seed=3), simulate(1500, 12, seed=3, policy=Policy(campaign=c))
+    cut = dt.date(2024, 10, 1)                                         # month 9: the offer moves trust from the month after
+    assert base.truth.filter(pl.col("month_start") < cut).equals(camp.truth.filter(pl.col("month_start") < cut))
+    assert not base.truth.equals(camp.truth)
+    eff = campaign_effects(1500, 12, 3, c)
+    assert eff["effect"].filter(eff["contact_averse"]).mean() > 0 > eff["effect"].filter(~eff["contact_averse"]).mean()
+    good = campaign_effects(1500, 12, 3, Campaign("goodwill_credit", month=8))
+    assert (good.filter("abuser")["effect"].abs() < 1e-12).all() and good.filter(~pl.col("abuser"))["effect"].mean() < 0
+    assert good.filter("abuser")["cost"].min() > good.filter(~pl.col("abuser"))["cost"].max()
+    with pytest.raises(ValueError, match="offer"):
+        Campaign("free_pizza", month=3)

@@ -27,16 +27,18 @@ def test_levers_come_from_the_registry_actionable_features_only(model):
     assert set(pb.linked) == {"promise_broken__share_180d", "promise_broken__decayed_365d_hl60"}
 
 
-def test_apply_levers_scales_linked_features_clips_and_never_modifies_input(model, broken_promise_row):
+def test_apply_levers_scales_linked_features_refuses_what_is_not_allowed_and_never_modifies_input(model, broken_promise_row):
     row = broken_promise_row
     before = row.clone()
     old = row["promise_broken__count_90d"][0]
-    half = apply_levers(row, {"promise_broken": old / 2}, model.registry)
+    half = apply_levers(row, {"promise_broken": old - 1}, model.registry)
     assert row.equals(before)
-    ratio = 0.5
+    ratio = (old - 1) / old
     assert half["promise_broken__decayed_365d_hl60"][0] == pytest.approx(row["promise_broken__decayed_365d_hl60"][0] * ratio)
-    high = apply_levers(row, {"marketing_contact": 999}, model.registry)
-    assert high["marketing_contact__count_30d"][0] == 12.0  # the registry's valid range
+    with pytest.raises(ValueError, match=r"'marketing_contact'.*999 not allowed; allowed: whole numbers from 0 to 12"):
+        apply_levers(row, {"marketing_contact": 999}, model.registry)  # an error, never a silent clip
+    with pytest.raises(ValueError, match=r"0\.5 not allowed"):
+        apply_levers(row, {"promise_broken": 0.5}, model.registry)   # counts are whole numbers
     with pytest.raises(KeyError, match="unknown lever"):
         apply_levers(row, {"tenure_days": 1}, model.registry)  # not actionable
 
@@ -114,3 +116,49 @@ def test_risk_is_a_probability_after_any_lever_setting(model, latest):
         for v in (lv.low, lv.high):
             r = what_if(model, row, {lv.name: v})
             assert 0 <= r.risk_after <= 1 and np.isfinite(logit(np.clip(r.risk_after, 1e-9, 1 - 1e-9)))
+
+
+def test_no_change_leaves_every_feature_exactly_as_it_was(model, latest):
+    """The 'no change' candidate of a plan search is the customer as they are: same features, same risk."""
+    from trustml.whatif import _score_candidates
+    risk = model.predict_risk(latest)
+    for i in np.argsort(-risk)[:5]:
+        row = latest[int(i)]
+        combos, r, _ = _score_candidates(model, row, levers(model.registry), {}, 2, 5)
+        assert combos[0] == {} and r[0] == float(model.predict_risk(row)[0])
+        plan = cheapest_plan(model, row, target=0.0)
+        assert plan["risk_before"] == float(model.predict_risk(row)[0])
+        assert apply_levers(row, {}, model.registry).equals(row)
+        lv = levers(model.registry)[0]
+        assert apply_levers(row, {lv.name: row[lv.primary][0]}, model.registry).equals(row)  # its own value: no change
+
+
+def test_plan_searches_only_propose_allowed_values(model, latest):
+    row = latest[int(np.argmax(model.predict_risk(latest)))]
+    for lv in levers(model.registry):
+        for v in lv.grid(row[lv.primary][0], 7):
+            assert lv.allows(v), (lv.name, v)
+            if lv.integer:
+                assert v == int(v)
+
+
+def test_lever_semantics_lists_steps_and_whole_numbers():
+    from trustml.whatif import Lever
+    listed = Lever("products", "account", "products", (), "", "", 1, 4, direction=0, values=(1, 2, 3, 4), integer=True)
+    assert listed.grid(2, 5) == [1.0, 3.0, 4.0] and not listed.allows(1.75) and listed.allows(4)
+    assert listed.allowed_text() == "one of [1, 2, 3, 4]"
+    stepped = Lever("discount", "account", "discount", (), "", "", 0, 30, direction=1, step=5)
+    assert stepped.grid(22, 10) == [0.0, 5.0, 10.0, 15.0, 20.0] and not stepped.allows(7) and stepped.allows(25)
+    assert stepped.allowed_text() == "steps of 5 from 0 to 30"
+    binary = Lever("active", "engagement", "active", (), "", "", 0, 1, direction=-1, values=(0, 1), integer=True)
+    assert binary.grid(0) == [1.0] and binary.grid(1) == [] and not binary.allows(0.25)
+    frame = pl.DataFrame({"active": [0, 1, 1]})
+    from trustml.features import Feature, FeatureRegistry
+    reg = FeatureRegistry((Feature("active", "engagement", "", "", True, (0.0, 1.0), -1, False, values=(0.0, 1.0), integer=True),))
+    out = apply_levers(frame, {"active": 1}, reg)
+    assert out["active"].to_list() == [1, 1, 1] and out["active"].dtype == pl.Int64   # stays integer
+    with pytest.raises(ValueError, match=r"lever 'active' \(active\): 0.25 not allowed; allowed: one of \[0, 1\]"):
+        apply_levers(frame, {"active": 0.25}, reg)
+    back = FeatureRegistry.from_dict(reg.to_dict())
+    assert back == reg and FeatureRegistry.from_dict([{k: v for k, v in r.items() if k not in ("values", "step", "integer")}
+                                                      for r in reg.to_dict()])["active"].values is None  # old sidecars load

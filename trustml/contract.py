@@ -28,7 +28,7 @@ import polars as pl
 
 from trustml.pillars import EVENT_TYPES
 
-__all__ = ["CUSTOMER_COLUMNS", "EVENT_COLUMNS", "Problem", "ContractError", "validate", "data_dictionary"]
+__all__ = ["CUSTOMER_COLUMNS", "EVENT_COLUMNS", "Problem", "ContractError", "DataWarnings", "validate", "data_dictionary"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,35 @@ class ContractError(ValueError):
     def __str__(self) -> str:
         n = len(self.problems)
         return f"{n} problem{'s' if n != 1 else ''} in the input:\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+class DataWarnings(list):
+    """Things in the input that are odd but not wrong (time zones converted, duplicate rows, rows left out), named like
+    problems (file, column, what, rows, examples). Readers append to it; a report shows it first.
+
+    Example
+    -------
+    >>> w = DataWarnings()
+    >>> w.add("log.csv", "when", "timestamps with UTC offsets converted to UTC")
+    >>> print(w)
+    1 warning about the input:
+      - file 'log.csv', column 'when': timestamps with UTC offsets converted to UTC
+    """
+
+    def add(self, table: str, column: str | None, what: str, n_rows: int = 0, examples: tuple = ()) -> None:
+        self.append(Problem(table, column, what, n_rows, tuple(examples)))
+
+    def __str__(self) -> str:
+        n = len(self)
+        if not n:
+            return "no warnings about the input"
+        return f"{n} warning{'s' if n != 1 else ''} about the input:\n" + "\n".join(f"  - {p}" for p in self)
+
+    def to_frame(self) -> pl.DataFrame:
+        """One row per warning: table, column, warning, rows."""
+        return pl.DataFrame({"table": [p.table for p in self], "column": [p.column for p in self],
+                             "warning": [p.problem for p in self], "rows": [p.n_rows for p in self]},
+                            schema={"table": pl.String, "column": pl.String, "warning": pl.String, "rows": pl.Int64})
 
 
 def _kind_ok(dtype: pl.DataType, kind: str) -> bool:

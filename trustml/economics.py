@@ -9,6 +9,8 @@ Examples
 ...                            offer_cost=20.0, save_rate=0.3)
 >>> int(econ.best["customers_targeted"])
 2
+>>> retention_economics(np.array([0.5]), np.array([900.0]), value_basis="clv").value_basis.startswith("CLV at stake")
+True
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-__all__ = ["Assumptions", "Economics", "retention_economics", "customer_value", "sensitivity"]
+__all__ = ["Assumptions", "Economics", "retention_economics", "customer_value", "sensitivity", "VALUE_BASES"]
+
+VALUE_BASES = {
+    "flat": "value per period x a flat average lifetime (1 / churn rate), the same lifetime for everyone",
+    "clv": "CLV at stake: each customer's value x margin over their own survival curve, discounted (trustml.survival.clv)",
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class Economics:
     best: dict                # the most profitable depth
     plus_5pp: float           # value of +5 percentage points of retention on this population
     assumptions: Assumptions
+    value_basis: str = VALUE_BASES["flat"]   # what `value` is: the flat average lifetime or CLV at stake
 
     def summary(self) -> str:
         c, b = self.assumptions.currency, self.best
@@ -48,6 +56,8 @@ class Economics:
                  f"  expected profit {c}{b['expected_profit']:,.0f} on {c}{b['campaign_cost']:,.0f} spent (ROI {b['roi']:.0%}).",
                  f"+5 percentage points of retention on these {self.curve.height - 1:,} customers is worth {c}{self.plus_5pp:,.0f}.",
                  "Assumptions:"] + [f"  - {x}" for x in self.assumptions.lines()]
+        if self.value_basis != VALUE_BASES["flat"]:  # the flat basis is said by the caller's value note (`Study.value_note`)
+            lines.insert(3, f"Value at stake per customer: {self.value_basis}.")
         return "\n".join(lines)
 
     def plot(self, ax=None):
@@ -68,13 +78,16 @@ def customer_value(monthly_price, monthly_churn_rate: float) -> np.ndarray:
     return np.asarray(monthly_price, dtype=float) / monthly_churn_rate
 
 
-def retention_economics(risk, value, assumptions: Assumptions | None = None, **kw) -> Economics:
+def retention_economics(risk, value, assumptions: Assumptions | None = None, *, value_basis: str = "flat", **kw) -> Economics:
     """Profit curve over targeting depth, best threshold, ROI, and the worth of +5 points of retention.
 
     A targeted customer with churn risk r and value v is worth r * save_rate * (v + replacement
-    cost) in expectation, for one offer's cost.
+    cost) in expectation, for one offer's cost. value_basis: what `value` is, printed in the summary:
+    'flat' (price x the flat average lifetime, 1 / churn rate), 'clv' (CLV at stake from each
+    customer's survival curve, `trustml.survival.clv`), or your own description.
     """
     a = assumptions or Assumptions(**kw)
+    basis = VALUE_BASES.get(value_basis, value_basis)
     risk, value = np.asarray(risk, dtype=float), np.asarray(value, dtype=float)
     if risk.shape != value.shape or risk.ndim != 1 or risk.size == 0:
         raise ValueError(f"risk and value must be 1-d and the same length, got {risk.shape} and {value.shape}")
@@ -92,7 +105,7 @@ def retention_economics(risk, value, assumptions: Assumptions | None = None, **k
                           "roi": np.divide(profit, cost, out=np.zeros_like(profit), where=cost > 0)})
     best = curve.row(int(np.argmax(profit)), named=True)
     plus_5pp = 0.05 * risk.size * float(np.mean(value) + replace)
-    return Economics(curve, best, plus_5pp, a)
+    return Economics(curve, best, plus_5pp, a, basis)
 
 
 def sensitivity(risk, value, *, save_rates=(0.1, 0.2, 0.3, 0.5), offer_costs=(10.0, 20.0, 50.0), **kw) -> pl.DataFrame:

@@ -191,7 +191,8 @@ def compare_models(table: FeatureTable, split: TemporalSplit | CustomerSplit, tr
     """
     tr, _, te = split.frames(table.labelled())
     y = te["churned"].to_numpy()
-    scores = {"lightgbm (calibrated)": (trained.predict_risk(te), True), **baselines(tr, te, table.registry)}
+    scores = {"lightgbm (calibrated)": (trained.predict_risk(te), True),
+              **(baselines(tr, te, table.registry) if tr.height and tr["churned"].n_unique() == 2 else {})}
     if oracle is not None:
         scores["oracle (true probability)"] = (np.asarray(oracle), True)
     draws = bootstrap(y, {k: v[0] for k, v in scores.items()}, groups=te["customer_id"].to_numpy(), n_boot=n_boot, seed=seed)

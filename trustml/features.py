@@ -99,6 +99,14 @@ class Feature:
     direction: int
     categorical: bool
     spec: FeatureSpec | None = None
+    # lever semantics for numeric actionable features (what a what-if may set it to):
+    values: tuple[float, ...] | None = None   # exactly these values (e.g. 1, 2, 3, 4 products); else the valid range
+    step: float | None = None                 # within the valid range, multiples of `step` from its low end
+    integer: bool = False                     # whole numbers only (counts, integer columns, yes/no as 0/1)
+
+    def __post_init__(self):
+        if self.spec is not None and self.spec.agg == "count" and not self.integer:
+            object.__setattr__(self, "integer", True)   # a count of events is a whole number
 
 
 @dataclass(frozen=True)
@@ -155,7 +163,8 @@ class FeatureRegistry:
 
     @classmethod
     def from_dict(cls, rows: Iterable[dict]) -> FeatureRegistry:
-        return cls(tuple(Feature(**{**r, "valid_range": tuple(r["valid_range"]) if r.get("valid_range") else None}) for r in rows))
+        return cls(tuple(Feature(**{**r, "valid_range": tuple(r["valid_range"]) if r.get("valid_range") else None,
+                                    "values": tuple(r["values"]) if r.get("values") else None}) for r in rows))
 
 
 def _describe(s: FeatureSpec) -> str:
@@ -166,7 +175,7 @@ def _describe(s: FeatureSpec) -> str:
         "sum": f"Total value of '{what}' events {w}.",
         "mean": f"Average value of '{what}' events {w}.",
         "max": f"Largest value of '{what}' events {w}.",
-        "days_since": f"Days since the last '{what}' event (capped at {s.window_days}).",
+        "days_since": f"Days since the last '{what}' event (capped at {s.window_days} and at the customer's tenure).",
         "share": f"Share of '{what}' among '{what}' + '{' or '.join(s.denominator).replace('_', ' ')}' {w}.",
         "decayed": f"'{what}' events in the last {s.window_days} days, weighted by recency (half-life {s.half_life_days:g} days).",
         "trend": f"'{what}' events in the last 30 days relative to the {s.window_days}-day monthly average.",
@@ -354,6 +363,10 @@ def _event_expr(spec: FeatureSpec, d: dt.datetime) -> pl.Expr:
     raise AssertionError(spec.agg)
 
 
+def _tenure_at(d: dt.datetime) -> pl.Expr:  # days since signup at snapshot `d`
+    return (pl.lit(d) - pl.col("signup_date").cast(pl.Datetime("us"))).dt.total_seconds() / 86400.0
+
+
 def _fill_value(spec: FeatureSpec) -> float | None:
     """What a feature is for a customer with no events in its window: counts are 0, means unknown."""
     return 0.0 if spec.agg in ("count", "sum", "decayed") else (float(spec.window_days) if spec.agg == "days_since" else None)
@@ -452,7 +465,7 @@ def build_features(
         aggs.append(pl.col("timestamp").filter(pl.col("event_type").is_in(activity)).max().alias("_last_activity"))
         feats = past.group_by("customer_id").agg(aggs)
         base = (cust.filter(pl.col("signup_date").cast(pl.Datetime("us")) < pl.lit(dts))
-                .select("customer_id", *[_attribute_expr(s, dts, cust_schema) for s in attr_specs])
+                .select("customer_id", *[_attribute_expr(s, dts, cust_schema) for s in attr_specs], _tenure_now=_tenure_at(dts))
                 .with_columns(snapshot_date=pl.lit(d)))
         frames.append(base.join(feats, on="customer_id", how="left"))
     horizon_start = pl.col("snapshot_date").dt.offset_by(snapshots.lead).cast(pl.Datetime("us"))
@@ -471,7 +484,10 @@ def build_features(
         ends, on = _next_activity(future, dates, snapshots.lead), ["customer_id", "snapshot_date"]
         churned = pl.col("_next_ts").is_null() | (pl.col("_next_ts") >= horizon_end)
     labelled = horizon_end <= pl.lit(as_of)
-    fills = [pl.col(s.name).fill_null(_fill_value(s)) for s in event_specs if _fill_value(s) is not None]
+    # no event in the window: counts are 0; days_since is the window, but never more than the customer's tenure (a
+    # 2-day-old customer has not gone "365 days without a post"); `_tenure_now` is dropped by the final select
+    fills = [(pl.min_horizontal(pl.col(s.name).fill_null(_fill_value(s)), pl.col("_tenure_now")) if s.agg == "days_since"
+              else pl.col(s.name).fill_null(_fill_value(s))).alias(s.name) for s in event_specs if _fill_value(s) is not None]
     registry = FeatureRegistry(tuple(_feature_of(s) for s in kept))
 
     def finish(lz: pl.LazyFrame, ends: pl.LazyFrame) -> pl.LazyFrame:
@@ -486,7 +502,9 @@ def build_features(
         parts = [finish(f, ends).sort("customer_id").collect(engine="streaming") for f in frames]  # dates ascend
         frame = pl.concat(parts, how="vertical", rechunk=False)
     else:
-        frame = finish(pl.concat(frames, how="vertical"), ends).sort("snapshot_date", "customer_id").collect()
+        # the in-memory engine: polars' default may sum floats in another order for another table size,
+        # and a customer's features must not depend on who else is in the table (partitions, samples)
+        frame = finish(pl.concat(frames, how="vertical"), ends).sort("snapshot_date", "customer_id").collect(engine="in-memory")
     return FeatureTable(frame, registry, snapshots, as_of, dropped)
 
 

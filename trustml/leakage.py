@@ -62,8 +62,8 @@ def _score(s: pl.Series, y: np.ndarray, seed: int) -> np.ndarray:
     for k in (0, 1):
         fit = fold != k
         rates = pl.DataFrame({"c": codes[fit], "y": y[fit]}).group_by("c").agg(pl.col("y").mean())
-        lookup = dict(zip(rates["c"].to_list(), rates["y"].to_list(), strict=True))
-        out[~fit] = [lookup.get(c, y[fit].mean()) for c in codes[~fit]]
+        held = pl.DataFrame({"c": codes[~fit]}).join(rates, on="c", how="left", maintain_order="left")
+        out[~fit] = held["y"].fill_null(float(y[fit].mean())).to_numpy()
     return out
 
 

@@ -346,6 +346,8 @@ class CustomerSplit:
         y = frame["churned"].to_numpy()
         part = np.zeros(frame.height, dtype=int)
         rest = idx
+        if self.test_size >= 1:  # a separate test file: every row is scored
+            return np.full(frame.height, 2)
         if self.test_size > 0:
             rest, test = train_test_split(idx, test_size=self.test_size, stratify=y, random_state=self.seed)
             part[test] = 2
@@ -560,6 +562,7 @@ SEARCH_SPACE = {  # parameter: (kind, low, high, log scale)
 STARTS = ("trustml small trees", "LightGBM defaults", "small trees on a linear base")  # the first trials, in order
 DEFAULT_TRIALS = 20      # Optuna trials per data set: a bounded default budget (CLI --trials, Study.load(trials=), mapping [model])
 MAX_ROUNDS = 2000        # boosting rounds at most; early stopping on the validation part picks the number
+MIN_CLASS = 10           # churners and stayers each, at the least, for a split that trains, validates and tests
 TUNE_MAX_ROWS = 60_000   # tuning looks at a seeded sample of at most this many training rows
 
 
@@ -712,15 +715,23 @@ def train(table: FeatureTable, split: TemporalSplit | CustomerSplit | None = Non
     (see `Calibrator`). leakage: 'warn' records suspected leaks (`trustml.leakage`) in the metadata,
     'refuse' raises a `ContractError` naming them, 'ignore' skips the check.
     """
+    from trustml.contract import ContractError, Problem
     from trustml.leakage import check_leakage
+    lab = table.labelled()
+    churners = int(lab["churned"].sum()) if lab.height else 0
+    if min(churners, lab.height - churners) < MIN_CLASS:
+        raise ContractError([Problem("features", "churned", f"too few to learn from: {churners:,} churners and "
+                                     f"{lab.height - churners:,} stayers labelled; trustml needs at least {MIN_CLASS} of each "
+                                     "to train, validate and test")])
+    if all(lab[n].n_unique() <= 1 for n in table.registry.names):
+        raise ContractError([Problem("features", None, "every feature is constant: there is nothing to learn from")])
     split = split or default_split(table)
-    tr, cal, _ = split.frames(table.labelled())
+    tr, cal, _ = split.frames(lab)
     registry = table.registry
     leaks = None
     if leakage != "ignore":
         leaks = check_leakage(tr, registry, per_customer=not table.is_flat)
         if leakage == "refuse" and leaks.height:
-            from trustml.contract import ContractError, Problem
             raise ContractError([Problem("features", r["feature"], f"suspected leak: {r['evidence']}") for r in leaks.iter_rows(named=True)])
     mono = registry.monotone_constraints() if monotone else None
     time = tr["snapshot_date"].to_numpy() if isinstance(split, TemporalSplit) else None

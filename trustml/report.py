@@ -44,6 +44,7 @@ def inject_parameters(nb, params: dict):
         raise ValueError("notebook has no cell tagged 'parameters'")
     src = "# Parameters injected by trustml report\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
     cell = nbformat.v4.new_code_cell(src, metadata={"tags": ["injected-parameters"]})
+    cell.id = "injected-parameters"  # a fixed id: the same seed gives the same notebook bytes
     nb.cells.insert(idx + 1, cell)
     return nb
 
@@ -53,7 +54,10 @@ def execute(nb, cwd: Path, timeout: int = 900):
     from nbclient import NotebookClient
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
                             store_widget_state=True, record_timing=False)
-    client.execute()
+    import subprocess
+    # the kernel's own stderr is noise in a report (transport notices, tracebacks of a kernel stopped mid-start);
+    # what a cell prints, errors included, is in the notebook
+    client.execute(stderr=subprocess.DEVNULL)
     return nb
 
 
@@ -85,21 +89,65 @@ def _plan(nb, data, mapping, sizes: tuple[int, int, int], shared: Path) -> tuple
 
 def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str | Path | None = None,
                n_customers: int = 3000, n_months: int = 18, seed: int = 0, notebooks: Path | None = None,
-               progress: bool = True) -> Path:
-    """Execute the suite into `out` and write `index.html`; returns its path. Failures are listed, not hidden."""
-    from nbconvert import HTMLExporter
+               progress: bool = True, trials: int | None = None) -> Path:
+    """Execute the suite into `out` and write `index.html`; returns its path. Failures are listed, not hidden.
 
-    from trustml.study import Study
+    The analysis is computed once (`Study.save` into a private temporary folder, deleted afterwards: it holds
+    raw ids) and every notebook reads it through its `artifacts` parameter. Ctrl-C (or SIGTERM) stops the run
+    after shutting the running kernel down; the caller (`trustml report`) then leaves nothing behind.
+    """
+    import asyncio
+    import shutil
+    import signal
+    import tempfile
+
+    from trustml.study import Study, _key
     folder = Path(notebooks) if notebooks else suite_dir()
     paths = suite(folder)
     if not paths:
         raise FileNotFoundError(f"no numbered notebooks (NN_name.ipynb) in {folder}")
     out = Path(out)
-    study = Study.load(data, mapping, n_customers=n_customers, n_months=n_months, seed=seed)  # bad data fails here, before any output
-    out.mkdir(parents=True, exist_ok=True)
-    study.write(out / "results")
-    card = study.model_card()
-    (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
+    study = Study.load(data, mapping, n_customers=n_customers, n_months=n_months, seed=seed, trials=trials)  # bad data fails here
+    cache = Path(tempfile.mkdtemp(prefix="trustml-report-"))
+    stop = {"signal": None}
+
+    def interrupt(signum, frame):  # noqa: ARG001
+        stop["signal"] = signum
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        study.save(cache, key=_key(data, mapping, n_customers, n_months, seed, study.trials))
+        out.mkdir(parents=True, exist_ok=True)
+        study.write(out / "results")
+        card = study.model_card()
+        (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
+        from trustml.tracking import log_model
+        tracked = log_model(study.trained, out / "results" / "model", card=card)  # MLflow, when installed and a URI is set
+        if progress:
+            print(f"tracking: {tracked.note}")
+        rows = _run_notebooks(paths, folder, out, data, mapping, (n_customers, n_months, seed, study.trials), str(cache), progress, stop)
+    except BaseException as e:
+        # asyncio (inside nbclient) may turn the interrupt into a CancelledError: either way, the run was stopped
+        if stop["signal"] is not None or isinstance(e, KeyboardInterrupt | asyncio.CancelledError):
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        shutil.rmtree(cache, ignore_errors=True)
+    index = out / "index.html"
+    index.write_text(_index_html(rows, card, study.source), encoding="utf-8")
+    failed = [r["name"] for r in rows if r["status"] == "failed"]
+    if failed:
+        raise RuntimeError(f"report written to {index}, but these notebooks failed: {failed} (see their HTML)")
+    return index
+
+
+def _run_notebooks(paths, folder, out, data, mapping, sizes, cache, progress, stop) -> list[dict]:
+    from nbconvert import HTMLExporter
+
+    from trustml.explorer import freeze_explorers
     shared = (Path(__file__).resolve().parents[2] / "shared" / "data")
     exporter = HTMLExporter(template_name="lab")
     rows = []
@@ -111,26 +159,32 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
         if bar is not None:
             bar.set_postfix_str(path.stem)
         nb = nbformat.read(path, as_version=4)
-        params, why = _plan(nb, data, mapping, (n_customers, n_months, seed), shared)
+        params, why = _plan(nb, data, mapping, sizes[:3], shared)
         row = {"name": path.stem, "title": _title(nb), "status": "skipped", "why": why, "seconds": 0.0}
         if params is not None:
-            run = inject_parameters(nb, params) if params else nb
+            params = {**params, "trials": sizes[3], "artifacts": cache}
+            run = inject_parameters(nb, params)
             t0 = time.perf_counter()
             try:
                 execute(run, folder)
                 row["status"] = "ok"
             except Exception as e:  # keep going: one broken notebook must not hide the others
+                if stop["signal"] is not None:
+                    raise KeyboardInterrupt from None
                 row.update(status="failed", why=str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__)
+            if stop["signal"] is not None:
+                raise KeyboardInterrupt
             row["seconds"] = round(time.perf_counter() - t0, 1)
+            # the private folder is gone after the report: say so instead of its (random) path, so the same seed
+            # gives the same bytes; re-run on its own, the notebook computes what it needs
+            for cell in run.cells:
+                if "injected-parameters" in cell.metadata.get("tags", []):
+                    cell.source = cell.source.replace(repr(cache), repr("deleted after the report (it held raw ids)"))
             nbformat.write(run, out / path.name)
-            (out / f"{path.stem}.html").write_text(exporter.from_notebook_node(run)[0], encoding="utf-8")
+            # the HTML shows each explorer as it was (static SVG, no script, no network); the .ipynb keeps the live widget
+            (out / f"{path.stem}.html").write_text(exporter.from_notebook_node(freeze_explorers(run))[0], encoding="utf-8")
         rows.append(row)
-    index = out / "index.html"
-    index.write_text(_index_html(rows, card, study.source), encoding="utf-8")
-    failed = [r["name"] for r in rows if r["status"] == "failed"]
-    if failed:
-        raise RuntimeError(f"report written to {index}, but these notebooks failed: {failed} (see their HTML)")
-    return index
+    return rows
 
 
 def _index_html(rows: list[dict], card: dict, source: dict) -> str:

@@ -39,7 +39,7 @@ from scipy.special import expit
 
 from trustml.pillars import EVENT_TYPES, TRUST_PILLARS
 
-__all__ = ["Policy", "SimConfig", "World", "simulate", "simulate_to_dir", "true_effects", "write_world", "read_world", "read_truth",
+__all__ = ["Policy", "Campaign", "OFFERS", "campaign_effects", "SimConfig", "World", "simulate", "simulate_to_dir", "true_effects", "write_world", "read_world", "read_truth",
            "EVENT_TYPE_DTYPE", "CHUNK_SIZE"]
 
 EVENT_TYPE_DTYPE = pl.Enum(list(EVENT_TYPES))
@@ -48,6 +48,38 @@ PLANS = ("basic", "standard", "premium")
 CHANNELS = ("organic", "paid", "referral")
 _HOUR = np.timedelta64(3600_000_000, "us")
 _DAY = 24 * _HOUR
+
+
+OFFERS = ("service_call", "discount", "promise_followup", "goodwill_credit")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A randomised retention campaign in month `month` (0-based): `share` of active customers get `offer`.
+
+    Assignment is `trustml.campaigns.assign(ids, share, seed)`, so the analysis can rebuild it.
+    Offers (their true effects, drawn from the customer's hidden state):
+
+    * every contacting offer (all but goodwill_credit) is a contact: welcome to most (+0.05
+      respect-for-time trust), but contact-averse customers (tolerance 1 a month, the "sleeping
+      dogs") lose 0.6, and anyone already at their monthly contact limit loses 0.15 more;
+    * ``service_call``: +0.7 service trust if the customer had a ticket in the last 3 months, else +0.1; +0.2 empathy;
+    * ``discount``: 20% off the price for the next 3 months (price-sensitive customers gain most);
+    * ``promise_followup``: +0.9 promise trust after a broken promise in the last 3 months, else +0.05;
+    * ``goodwill_credit`` (trusting the customer: a credit without proof, no call): +0.35 promise and
+      transparency trust; 15% of customers abuse it (claim it repeatedly, 4x the cost) and gain nothing.
+    """
+
+    offer: str
+    month: int
+    share: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.offer not in OFFERS:
+            raise ValueError(f"Campaign.offer must be one of {OFFERS}, got {self.offer!r}")
+        if not 0 <= self.share <= 1:
+            raise ValueError(f"Campaign.share must be in [0, 1], got {self.share}")
 
 
 @dataclass(frozen=True)
@@ -59,6 +91,7 @@ class Policy:
     empathy_boost: float = 0.0
     announce_price_changes: bool = False
     resolution_speedup: float = 1.0  # resolution hours are divided by this
+    campaign: Campaign | None = None  # a randomised retention campaign (None: no campaign)
 
     def describe(self) -> str:
         changed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
@@ -84,6 +117,24 @@ class SimConfig:
     marketing_per_month: float = 2.5
     price_rise_month_share: float = 0.04
     privacy_incident_rate: float = 0.004
+    # regime changes: (month index, knob, new value), the knob taking the new value from that month on;
+    # knobs: price_rise_month_share, price_rise_unannounced_share (0.5 otherwise), privacy_incident_rate.
+    # No change (the default) is the world as before, byte for byte. Before a change's month the truth (trust, hazard,
+    # churn) is the unchanged world's; timestamps within a month may differ (their draws follow the event counts).
+    changes: tuple[tuple[int, str, float], ...] = ()
+
+    def by_month(self, knob: str, n_months: int) -> np.ndarray:
+        """The knob's value in each month, after `changes` (e.g. more unannounced price rises from month 18)."""
+        base = {"price_rise_month_share": self.price_rise_month_share, "price_rise_unannounced_share": 0.5,
+                "privacy_incident_rate": self.privacy_incident_rate}
+        bad = [k for _, k, _ in self.changes if k not in base]
+        if bad:
+            raise ValueError(f"SimConfig.changes: unknown knob(s) {bad}; choose from {sorted(base)}")
+        out = np.full(n_months, float(base[knob]))
+        for month, k, value in sorted(self.changes, key=lambda c: c[0]):
+            if k == knob:
+                out[int(month):] = value
+        return out
 
 
 @dataclass
@@ -125,6 +176,7 @@ class _Block:
 
     def __init__(self, first_id: int, n: int, n_months: int, seed: int, block: int, cfg: SimConfig):
         self.cfg, self.n, self.M, self.first_id = cfg, n, n_months, first_id
+        self.seed_key = (seed, block)  # for draws of opt-in features (a campaign): a stream of their own
         streams = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, block]).spawn(12)]
         (r_cust, r_use, r_tix, r_prom, r_mkt, r_price, r_fee, r_priv, r_ref, r_churn, r_sales, r_time) = streams
         M = n_months
@@ -152,13 +204,13 @@ class _Block:
                                                      np.array([1.2, 1.0, 0.8])[self.plan][:, None], size=(n, M)), 0)
         self.n_mkt = np.where(active, r_mkt.poisson(self.mkt_rate[:, None], size=(n, M)), 0)
         self.n_sales_promise = np.where(active, r_sales.random((n, M)) < 0.05, 0).astype(int)
-        self.price_rise = active & (r_price.random((n, M)) < cfg.price_rise_month_share) & (np.arange(M)[None, :] > self.signup_month[:, None])
+        self.price_rise = active & (r_price.random((n, M)) < cfg.by_month("price_rise_month_share", M)[None, :]) & (np.arange(M)[None, :] > self.signup_month[:, None])
         self.price_pct = r_price.uniform(5, 15, size=(n, M))
         self.announce_u = r_price.random((n, M))
         self.fee = active & (r_fee.random((n, M)) < 0.03)
         self.fee_amount = np.round(r_fee.uniform(5, 30, size=(n, M)), 2)
         incident_month = M * 2 // 3
-        self.privacy = active & ((r_priv.random((n, M)) < cfg.privacy_incident_rate) |
+        self.privacy = active & ((r_priv.random((n, M)) < cfg.by_month("privacy_incident_rate", M)[None, :]) |
                                  ((np.arange(M)[None, :] == incident_month) & (r_priv.random((n, 1)) < 0.05)))
         self.ref_u = r_ref.random((n, M))
         self.churn_u = r_churn.random((n, M))
@@ -206,10 +258,12 @@ class _Block:
         tol = self.tolerance[:, None]
         P["respect_for_time"] += 0.08 * np.minimum(n_mkt, tol) - 0.15 * np.maximum(n_mkt - tol, 0)
         # transparency
-        announced = (self.announce_u < 0.5) | policy.announce_price_changes
+        announced = (self.announce_u < 1 - cfg.by_month("price_rise_unannounced_share", M)[None, :]) | policy.announce_price_changes
         P["transparency"] += np.where(self.price_rise, np.where(announced, -0.15, -0.9), 0.0)
         P["transparency"] += -0.45 * self.fee - 0.8 * self.privacy
         price = self.price0[:, None] * np.cumprod(np.where(self.price_rise, 1 + self.price_pct / 100, 1.0), axis=1)
+        if policy.campaign is not None:
+            price = self._campaign(policy.campaign, P, price, n_mkt, t_broken, s_kept)
         # trust recursion; referrals depend on trust and reinforce it
         w = dict(cfg.pillar_weights)
         T = {p: np.zeros((n, M)) for p in TRUST_PILLARS}
@@ -248,6 +302,41 @@ class _Block:
                      price=price, active=active)
         ev = self._events(policy, hours, reopened, emp_score, t_kept, s_kept, n_mkt, announced, referral, end_ts, churn_ts, has)
         return grids, ev
+
+    def campaign_state(self, c: Campaign) -> tuple[np.ndarray, np.ndarray]:
+        """(assigned to treatment and active by the campaign month, would abuse a goodwill credit), per customer."""
+        from trustml.campaigns import assign
+        ids = [f"C{self.first_id + i:07d}" for i in range(self.n)]
+        treated = assign(ids, c.share, c.seed) & (self.signup_month <= c.month)
+        abuse = np.random.default_rng(np.random.SeedSequence([*self.seed_key, 7919])).random(self.n) < 0.15
+        return treated, abuse
+
+    def _campaign(self, c: Campaign, P: dict, price: np.ndarray, n_mkt, t_broken, s_kept) -> np.ndarray:
+        m, M = c.month, self.M
+        if not 0 <= m < M:
+            raise ValueError(f"Campaign.month must be in [0, {M}), got {m}")
+        treated, abuse = self.campaign_state(c)
+        lo = max(m - 2, 0)
+        if c.offer != "goodwill_credit":
+            contact = np.where(self.tolerance == 1, -0.6, 0.05) - 0.15 * (n_mkt[:, m] >= self.tolerance)
+            P["respect_for_time"][:, m] += np.where(treated, contact, 0.0)
+        if c.offer == "service_call":
+            recent = self.n_tix[:, lo:m + 1].sum(axis=1) > 0
+            P["service_quality"][:, m] += np.where(treated, np.where(recent, 0.7, 0.1), 0.0)
+            P["empathy"][:, m] += np.where(treated, 0.2, 0.0)
+        elif c.offer == "promise_followup":
+            broken = np.zeros((self.n, M))
+            np.add.at(broken.ravel(), self.t_cell, t_broken)
+            np.add.at(broken.ravel(), self.s_cell, ~s_kept)
+            P["promises"][:, m] += np.where(treated, np.where(broken[:, lo:m + 1].sum(axis=1) > 0, 0.9, 0.05), 0.0)
+        elif c.offer == "goodwill_credit":
+            gain = np.where(treated & ~abuse, 0.35, 0.0)
+            P["promises"][:, m] += gain
+            P["transparency"][:, m] += gain
+        elif c.offer == "discount":
+            price = price.copy()
+            price[treated, m + 1:m + 4] *= 0.8
+        return price
 
     def _events(self, policy, hours, reopened, emp_score, t_kept, s_kept, n_mkt, announced, referral, end_ts, churn_ts, has):
         M = self.M
@@ -396,6 +485,44 @@ def true_effects(n_customers: int, n_months: int, seed: int, policies: dict[str,
         out.append(df)
     df = pl.concat(out)
     return df.with_columns([(pl.col(f"churn_prob_{k}") - pl.col("churn_prob_observed")).alias(f"effect_{k}") for k in policies])
+
+
+def campaign_effects(n_customers: int, n_months: int, seed: int, campaign: Campaign, *, horizon_months: int = 3,
+                     config: SimConfig = SimConfig()) -> pl.DataFrame:
+    """The campaign's true individual effects and costs (common random numbers), per customer eligible for it.
+
+    Eligible: signed up by the campaign month and not churned during it. ``effect``: probability of
+    churning in the `horizon_months` after the campaign month if offered minus if not (negative =
+    the offer keeps them); ``assigned``: the campaign's own random arm; ``cost``: what the offer
+    costs for this customer (discount: 20% of 3 months' price; goodwill credit: 10, or 40 for the
+    15% who abuse it; calls 15, follow-ups 8). Matches `campaigns.campaign_rows` on the campaign world.
+
+    Examples
+    --------
+    >>> eff = campaign_effects(400, 8, 0, Campaign("service_call", month=4))
+    >>> bool(eff["effect"].min() < 0 < eff["effect"].max())   # persuadables and sleeping dogs
+    True
+    """
+    m, h = campaign.month, horizon_months
+    everyone = dataclasses.replace(campaign, share=1.0)
+    out = []
+    for b, first, n in _blocks(n_customers):
+        block = _Block(first + 1, n, n_months, seed, b, config)
+        g0, _ = block.play(Policy())
+        g1, _ = block.play(Policy(campaign=everyone))
+        window = slice(m + 1, min(m + 1 + h, n_months))
+        assigned, abuse = block.campaign_state(campaign)
+        eligible = (block.signup_month <= m) & (g0["first_churn_month"] > m)
+        p0 = 1 - np.prod(1 - g0["hazard"][:, window] * g0["active"][:, window], axis=1)
+        p1 = 1 - np.prod(1 - g1["hazard"][:, window] * g1["active"][:, window], axis=1)
+        price = g0["price"][:, min(m + 1, n_months - 1)]
+        cost = {"service_call": np.full(n, 15.0), "promise_followup": np.full(n, 8.0), "discount": 0.2 * 3 * price,
+                "goodwill_credit": np.where(abuse, 40.0, 10.0)}[campaign.offer]
+        ids = np.array([f"C{first + 1 + i:07d}" for i in range(n)])
+        out.append(pl.DataFrame({"customer_id": ids, "assigned": assigned, "p_churn_control": p0, "p_churn_offered": p1,
+                                 "effect": p1 - p0, "cost": cost, "monthly_price": price,
+                                 "contact_averse": block.tolerance == 1, "abuser": abuse}).filter(pl.Series(eligible)))
+    return pl.concat(out)
 
 
 def _write_parts(out: Path, parts, meta: dict) -> Path:

@@ -29,9 +29,32 @@ from trustml.pillars import TRUST_PILLARS
 __all__ = ["Study", "setup_notebook"]
 
 
+def _clv_assumptions():
+    from trustml.survival import CLVAssumptions
+    # a lifetime, not a year: months beyond the survival model's horizon at its last hazard (stated beside every figure)
+    return CLVAssumptions(tail=True)
+
+
+def _key(data, mapping, n_customers, n_months, seed, trials) -> dict:
+    """What identifies one analysis: the same key, the same results (everything is seeded)."""
+    if data is None or str(data) == "simulated":
+        return {"data": "simulated", "n_customers": n_customers, "n_months": n_months, "seed": seed, "trials": trials}
+    m = Path(mapping) if mapping is not None and Path(mapping).exists() else mapping
+    return {"data": str(Path(data).resolve()), "mapping": str(m.resolve()) if isinstance(m, Path) else str(m), "trials": trials}
+
+
+def _read_world(folder: Path):
+    from trustml.simulator import Policy, SimConfig, World, read_truth, read_world
+    meta = json.loads((folder / "world.json").read_text())
+    customers, events = read_world(folder)
+    return World(customers, events, read_truth(folder), SimConfig(), Policy(**meta["policy"]), meta["seed"], meta["n_months"])
+
+
 def setup_notebook() -> None:
-    """Display settings for the notebook suite: short floats (stable stored outputs), readable plots."""
+    """Display settings for the notebook suite: short floats (stable stored outputs), readable plots, and a
+    seeded global random state (shap's beeswarm draws points in a random order)."""
     import matplotlib as mpl
+    np.random.seed(0)
     pl.Config.set_float_precision(3)
     pl.Config.set_tbl_rows(12)
     pl.Config.set_fmt_str_lengths(90)
@@ -46,15 +69,26 @@ class Study:
     def __init__(self, table: FeatureTable, *, source: dict, world=None, mapping=None, events=None, trials: int | None = None):
         self.table, self.source, self.world, self.mapping, self.events = table, source, world, mapping, events
         self.trials = DEFAULT_TRIALS if trials is None else trials
+        from trustml.contract import DataWarnings
+        self.warnings = DataWarnings()   # odd but not wrong things in the input, shown first in summaries and reports
+        self.raw = None                  # the user's table as read (sensitive columns for fairness checks); never written
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def load(cls, data: str | Path | None = None, mapping: str | Path | None = None, *, n_customers: int = 3000,
-             n_months: int = 18, seed: int = 0, trials: int | None = None) -> Study:
+             n_months: int = 18, seed: int = 0, trials: int | None = None, artifacts: str | Path | None = None) -> Study:
         """The simulated trust world (no `data`), or a user's file read through a mapping (TOML/YAML or a shipped name).
 
         trials: Optuna trials when the model is trained (default `trustml.model.DEFAULT_TRIALS`; 0: no search).
+        artifacts: a folder written by `Study.save` (`trustml report` passes one to every notebook): when it holds
+        this very analysis (same data, mapping, sizes, seed and trials), its stages are read, not recomputed;
+        otherwise everything is computed here.
         """
+        key = _key(data, mapping, n_customers, n_months, seed, DEFAULT_TRIALS if trials is None else trials)
+        if artifacts is not None and (Path(artifacts) / "study.json").exists():
+            saved = json.loads((Path(artifacts) / "study.json").read_text())
+            if saved["key"] == key:
+                return cls.open(artifacts)
         if data is None or str(data) == "simulated":
             study = cls.simulated(n_customers, n_months, seed)
         elif mapping is None:
@@ -63,6 +97,8 @@ class Study:
             study = cls.from_file(data, mapping)
         if trials is not None:
             study.trials = trials
+        elif study.mapping is not None and "trials" in study.mapping.model:
+            study.trials = int(study.mapping.model["trials"])
         return study
 
     @classmethod
@@ -78,22 +114,74 @@ class Study:
 
     @classmethod
     def from_file(cls, data: str | Path, mapping: str | Path) -> Study:
-        from trustml.mapping import event_tables, flat_table, load_mapping, read_data
+        from trustml.contract import DataWarnings
+        from trustml.mapping import event_tables, fill_lever_ranges, flat_table, label_warnings, load_mapping, read_data, read_subscriptions
+        from trustml.privacy import use_secret_salt
+        use_secret_salt()  # real ids: pseudonyms with a secret salt, never the public one
+        warnings = DataWarnings()
         m = load_mapping(mapping)
-        df = read_data(data, m)
+        df = read_data(data, m, warnings=warnings)
         source = {"kind": m.kind, "name": m.name or Path(data).name, "file": Path(data).name, "mapping": Path(m.origin).name,
                   "rows": df.height, "fingerprint": fingerprint(df)}
         if m.kind == "flat":
-            return cls(flat_table(df, m, source=str(data)), source=source, mapping=m)
-        subs, subs_path = None, None
-        if m.subscriptions:  # a file beside the log: relative to the mapping, else to the data file
-            subs_path = next((p for p in (Path(m.origin).parent / m.subscriptions["file"], Path(data).parent / m.subscriptions["file"])
-                              if p.exists()), Path(m.subscriptions["file"]))
-            subs = read_data(subs_path)
-        customers, events, spec, snaps, as_of = event_tables(df, m, source=str(data), subscriptions=subs,
-                                                             subscriptions_source=str(subs_path))
-        source["events"] = events.height
-        return cls(build_features(customers, events, snaps, spec, as_of=as_of), source=source, mapping=m, events=events)
+            study = cls(flat_table(df, m, source=str(data), warnings=warnings), source=source, mapping=m)
+        else:
+            subs, subs_path = read_subscriptions(m, data) if m.subscriptions else (None, None)
+            customers, events, spec, snaps, as_of = event_tables(df, m, source=str(data), subscriptions=subs,
+                                                                 subscriptions_source=str(subs_path), warnings=warnings)
+            source["events"] = events.height
+            table = fill_lever_ranges(build_features(customers, events, snaps, spec, as_of=as_of), m)
+            label_warnings(table, warnings)
+            study = cls(table, source=source, mapping=m, events=events)
+        study.warnings, study.raw = warnings, df
+        return study
+
+    # -- artifacts: compute once, read many times ----------------------------------------------
+    def save(self, folder: str | Path, *, key: dict | None = None) -> Path:
+        """The computed stages as artifacts (parquet, LightGBM text, JSON; no pickle) for `Study.open`.
+
+        They hold raw ids: keep the folder private (`trustml report` uses a temporary one and deletes it).
+        """
+        from trustml.simulator import write_world
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.table.write(folder / "features.parquet")
+        self.trained.save(folder / "model")
+        if self.world is not None:
+            write_world(self.world, folder / "world")
+        elif self.events is not None:
+            self.events.write_parquet(folder / "events.parquet")
+        mapping = None if self.mapping is None else self.mapping.origin
+        warnings = [{"table": p.table, "column": p.column, "problem": p.problem, "n_rows": p.n_rows, "examples": list(p.examples)}
+                    for p in self.warnings]
+        (folder / "study.json").write_text(json.dumps({"key": key, "source": self.source, "trials": self.trials,
+                                                       "mapping": mapping, "warnings": warnings}, indent=2, default=str))
+        return folder
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Study:
+        """A study from the artifacts `Study.save` wrote: nothing is recomputed."""
+        from trustml.mapping import load_mapping
+        from trustml.model import TrainedModel, split_from_metadata
+        folder = Path(folder)
+        meta = json.loads((folder / "study.json").read_text())
+        table = FeatureTable.read(folder / "features.parquet")
+        world = events = None
+        if (folder / "world").is_dir():
+            world = _read_world(folder / "world")
+            events = world.events
+        elif (folder / "events.parquet").exists():
+            events = pl.read_parquet(folder / "events.parquet")
+        mapping = None if meta["mapping"] is None else load_mapping(meta["mapping"])
+        if mapping is not None:
+            from trustml.privacy import use_secret_salt
+            use_secret_salt()
+        study = cls(table, source=meta["source"], world=world, mapping=mapping, events=events, trials=meta["trials"])
+        from trustml.contract import Problem
+        study.warnings.extend(Problem(**{**w, "examples": tuple(w["examples"])}) for w in meta.get("warnings", []))
+        trained = TrainedModel.load(folder / "model")
+        study.__dict__["_fit"] = (trained, split_from_metadata(table, trained.metadata["trained_on"]))
+        return study
 
     # -- stages --------------------------------------------------------------------------------
     @property
@@ -186,9 +274,59 @@ class Study:
         return value_of(self.latest.head(1), self.mapping, self.churn_rate)[1]
 
     @cached_property
+    def fairness(self):
+        """The campaign's fairness across the mapping's sensitive columns (`trustml.monitor.fairness`, Fairlearn):
+        selection rates, error rates and calibration per group on the test rows; None where none are marked."""
+        m = self.mapping
+        if m is None or not m.sensitive or self.raw is None or not m.id:
+            return None
+        from trustml.monitor import fairness, groups_of
+        return fairness(self.trained, self.test, groups_of(self.raw, m))
+
+    @cached_property
+    def causal_effects(self) -> dict:
+        """Causal lever effects from the observed tables (double machine learning, `trustml.causal`); needs an event log."""
+        from trustml.causal import lever_effects
+        if self.events is None:
+            raise ValueError("causal lever effects need an event log (exposures are computed from events); this data is a flat table")
+        return lever_effects(self.table.labelled(), self.events, self.registry)
+
+    @cached_property
+    def survival(self):
+        """Discrete-time hazard model (`trustml.survival`): survival curves, expected months, lifetime value."""
+        from trustml.survival import fit_survival
+        return fit_survival(self.table, seed=self.source.get("seed", 0))
+
+    @cached_property
+    def clv(self) -> np.ndarray:
+        """Customer lifetime value at stake per row of `latest`, from each customer's survival curve (see `clv_note`)."""
+        from trustml.survival import clv, value_per_month
+        return clv(self.survival, self.latest, value_per_month(self.latest, self.mapping)[0], _clv_assumptions())
+
+    @property
+    def clv_note(self) -> str:
+        from trustml.survival import value_per_month
+        return ("value at stake: customer lifetime value from each customer's survival curve over "
+                f"{self.survival.horizon} months ({value_per_month(self.latest.head(1), self.mapping)[1]}; "
+                + "; ".join(_clv_assumptions().lines(self.survival.horizon)) + ")")
+
+    @cached_property
+    def value_at_stake(self) -> tuple[np.ndarray, str, str]:
+        """(money at stake per row of `latest`, basis, how it was worked out): customer lifetime value from each
+        customer's survival curve where one can be fitted; else the flat value (`value`), saying why."""
+        from trustml.contract import ContractError
+        try:
+            return self.clv, "clv", self.clv_note
+        except ContractError as e:
+            why = "; ".join(p.problem for p in e.problems)
+            return self.value(self.latest), "flat", f"{self.value_note} (no lifetime value: {why})"
+
+    @cached_property
     def economics(self):
+        """The retention campaign priced on the value at stake: lifetime value where survival curves exist."""
         from trustml.economics import retention_economics
-        return retention_economics(self.trained.predict_risk(self.latest), self.value(self.latest))
+        value, basis, _ = self.value_at_stake
+        return retention_economics(self.trained.predict_risk(self.latest), value, value_basis=basis)
 
     @cached_property
     def truth(self) -> dict | None:
@@ -210,7 +348,7 @@ class Study:
         calibrator = self.trained.calibrator
         cal_where = "cross-fitted predictions of the training customers" if self.table.is_flat else "snapshots after the training ones"
         card = {
-            "warnings": describe_leaks(self.leaks),
+            "warnings": describe_leaks(self.leaks) + [str(p) for p in self.warnings],
             "model": "LightGBM churn classifier (trustml.ChurnModel), parameters tuned per data set with Optuna, "
                      + (f"{calibrator.method_} calibration on {cal_where}" if calibrator else "no calibration"),
             "data": {**self.source, "feature_rows": self.table.frame.height, "label": label,
@@ -229,11 +367,14 @@ class Study:
             "leakage_check": self.leaks,
             "pillar_importance": self.pillars.select("pillar", "label", "mean_abs_shap", "share").to_dicts(),
             "economics": {"best": self.economics.best, "plus_5pp": self.economics.plus_5pp,
-                          "assumptions": self.economics.assumptions.lines() + [self.value_note]},
+                          "assumptions": self.economics.assumptions.lines() + [self.value_at_stake[2]]},
             "limitations": self._limitations(),
             "privacy": "Ids in every output are pseudonymised (salted SHA-256, set TRUSTML_SALT); raw ids and columns "
                        "the mapping marks sensitive are never printed.",
         }
+        if self.fairness is not None:
+            f = self.fairness
+            card["fairness"] = {"selection": f.selection, "gaps": f.gaps.to_dicts(), "groups": f.groups.to_dicts()}
         if self.truth:
             card["truthfulness"] = {"spearman_pillars": self.truth["spearman"], "lever_agreement_top200": self.truth["agreement"]}
         return card
@@ -251,12 +392,18 @@ class Study:
         return out
 
     def write(self, out: str | Path) -> Path:
-        """Features, model, metrics, pillar importance, explanations, profit curve and model card under `out`."""
+        """Shareable results under `out`: features (pseudonymised ids), model, metrics, pillar importance,
+        explanations, profit curve and model card. No raw id is written (see `trustml.privacy`)."""
         from trustml.explanations import explanations_frame
+        from trustml.privacy import pseudonymise
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        self.table.write(out / "features.parquet")
+        frame = self.table.frame.with_columns(customer_id=pl.Series(pseudonymise(self.table.frame["customer_id"].to_list())))
+        FeatureTable(frame, self.registry, self.table.snapshots, self.table.as_of, self.table.dropped).write(out / "features.parquet")
         self.trained.save(out / "model")
+        from trustml.monitor import Reference
+        Reference.fit(self.trained, self.test if self.table.is_flat else self.table.latest(), labelled=self.test,
+                      card={"metrics": self.comparison.to_dicts()}).save(out / "model")
         self.comparison.write_csv(out / "metrics.csv")
         self.pillars.write_csv(out / "pillar_importance.csv")
         explanations_frame(self.trained, self.test, self.explanation).write_parquet(out / "explanations.parquet")
@@ -273,7 +420,7 @@ class Study:
         from trustml.leakage import describe_leaks
         tuning = self.trained.metadata.get("tuning")
         cal = self.trained.calibrator
-        lines = [*describe_leaks(self.leaks), head,
+        lines = [*describe_leaks(self.leaks), *([str(self.warnings)] if self.warnings else []), head,
                  f"Feature table: {self.table.frame.height:,} rows x {len(self.registry)} features over {len(self.registry.pillars)} pillars.",
                  ("Model: LightGBM, " + (f"tuned by {len(tuning['trials'])} Optuna trials ({tuning['validation']})" if tuning
                                          else "untuned defaults") + (f"; {cal.method_} calibration ({cal.reason_})." if cal else "; not calibrated.")),
@@ -288,5 +435,5 @@ class Study:
             t = self.truth
             lines += ["", f"Explanations vs the simulator's truth: Spearman {t['spearman']:.3f} across pillars; "
                           f"top lever agrees for {t['agreement']:.0%} of the 200 riskiest customers."]
-        lines += ["", self.economics.summary(), f"  - {self.value_note}"]
+        lines += ["", self.economics.summary(), f"  - {self.value_at_stake[2]}"]
         return "\n".join(lines)

@@ -1,0 +1,211 @@
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+from support import shared_data
+
+from trustml import survival as sv
+from trustml.contract import ContractError
+from trustml.features import Feature, FeatureRegistry, FeatureTable, Snapshots, build_features
+from trustml.privacy import pseudonymise
+from trustml.simulator import simulate
+from trustml.study import Study
+
+D = [dt.date(2024, m, 1) for m in range(1, 6)]
+
+
+def _table(rows, every="1mo"):
+    f = pl.DataFrame(rows, schema=["customer_id", "snapshot_date"], orient="row").with_columns(churned=pl.lit(0, pl.Int8))
+    return FeatureTable(f, FeatureRegistry(()), Snapshots(every=every), dt.datetime(2024, 5, 1))
+
+
+def test_person_period_events_and_censoring_by_hand():
+    # a: here Jan-May (censored at the last snapshot); b: Jan-Feb, gone in Mar (left in month 2 after Jan)
+    t = _table([("a", d) for d in D] + [("b", D[0]), ("b", D[1])])
+    pp = sv.person_period(t, 3)
+    a_jan = pp.filter((pl.col("customer_id") == "a") & (pl.col("snapshot_date") == D[0]))
+    assert a_jan["months_ahead"].to_list() == [1, 2, 3] and a_jan["event"].to_list() == [0, 0, 0]
+    a_mar = pp.filter((pl.col("customer_id") == "a") & (pl.col("snapshot_date") == D[2]))
+    assert a_mar["months_ahead"].to_list() == [1, 2]          # May is the last snapshot: month 3 is unobserved
+    b_jan = pp.filter((pl.col("customer_id") == "b") & (pl.col("snapshot_date") == D[0]))
+    assert b_jan["event"].to_list() == [0, 1]                 # stops at the event
+    # until: nothing ending after Mar 1 is seen; b's Jan and Feb snapshots both see b leave in February
+    cut = sv.person_period(t, 3, until=D[2])
+    assert cut["outcome_date"].max() <= D[2] and cut.filter(pl.col("customer_id") == "b")["event"].sum() == 2
+    obs = sv.observed_outcomes(t, t.frame.filter(pl.col("snapshot_date") == D[0]), 3)
+    assert obs.sort("customer_id").select("time", "event").rows() == [(3, 0), (2, 1)]
+
+
+def test_monthly_snapshots_required():
+    with pytest.raises(ContractError, match="monthly snapshots"):
+        sv.person_period(_table([("a", D[0])], every="2w"), 3)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    world = simulate(1500, 18, seed=4)
+    table = build_features(world.customers, world.events, Snapshots(), as_of=world.as_of)
+    test_date, test = sv.temporal_holdout(table, 6)
+    surv = sv.fit_survival(table, 6, until=test_date, seed=0)
+    return world, table, test_date, test, surv
+
+
+def test_curves_are_probabilities_and_deterministic(sim):
+    _, table, test_date, test, surv = sim
+    S = surv.survival(test)
+    assert S.shape == (test.height, 6) and np.all((S > 0) & (S <= 1)) and np.all(np.diff(S, axis=1) <= 0)
+    assert np.allclose(surv.churn_by(test, 3), 1 - S[:, 2])
+    again = sv.fit_survival(table, 6, until=test_date, seed=0)
+    assert np.array_equal(again.survival(test), S)
+    assert surv.metadata["until"] == str(test_date)
+
+
+def test_hold_out_beats_kaplan_meier_and_truth_is_better_still(sim):
+    world, table, test_date, test, surv = sim
+    obs = sv.observed_outcomes(table, test, 6)
+    t, e = obs["time"].to_numpy(), obs["event"].to_numpy()
+    pp = sv.person_period(table, 6, until=test_date)
+    tr = pp.group_by("customer_id", "snapshot_date").agg(pl.col("months_ahead").max(), pl.col("event").max())
+    km = np.tile(sv.kaplan_meier(tr["months_ahead"].to_numpy(), tr["event"].to_numpy(), 6), (test.height, 1))
+    truth = sv.true_survival(world, test, 6)
+    q = sv.survival_quality({"model": surv.survival(test), "km": km, "truth": truth}, t, e)
+    ibs = dict(zip(q["model"], q["integrated_brier"], strict=True))
+    ctd = dict(zip(q["model"], q["c_td"], strict=True))
+    assert ibs["truth"] < ibs["model"] < ibs["km"]
+    assert ctd["km"] == 0.5 and ctd["model"] > 0.55
+
+
+def test_true_hazards_match_the_truth_table_and_stop_at_the_simulation(sim):
+    world, table, *_ = sim
+    grid = sv.true_hazard_grid(world)
+    j = world.truth.select("customer_id", "month_start", "churn_prob").join(grid, on=["customer_id", "month_start"], how="left")
+    assert j["churn_prob_right"].null_count() == 0 and (j["churn_prob"] - j["churn_prob_right"]).abs().max() == 0
+    late = table.frame.filter(pl.col("snapshot_date") == table.frame["snapshot_date"].max()).head(5)
+    assert np.isnan(sv.true_survival(world, late, 3, grid=grid)).all()   # the as-of month was never simulated
+
+
+def test_pillar_attributions_sum_exactly(sim):
+    _, _, _, test, surv = sim
+    rows = test.head(7)
+    attr = sv.pillar_survival(surv, rows, months=(1, 3, 6))
+    S = surv.survival(rows)
+    by = attr.group_by("customer", "months", maintain_order=True).agg(
+        pl.col("log_survival").sum(), pl.col("points").sum(), pl.col("survival").first(), pl.col("base_survival").first())
+    assert np.allclose(by["log_survival"], np.log(by["survival"]) - np.log(by["base_survival"]), atol=1e-9)
+    assert np.allclose(by["points"], 100 * (by["survival"] - by["base_survival"]), atol=1e-9)
+    ids = pseudonymise(rows["customer_id"].to_list())
+    got = {(c, m): s for c, m, s in by.select("customer", "months", "survival").rows()}
+    for i, c in enumerate(ids):
+        assert got[(c, 6)] == pytest.approx(S[i, 5], rel=1e-9)
+    assert "time" in attr["pillar"].to_list() and not any(c.startswith("C0") for c in attr["customer"].to_list())
+
+
+def test_lifetime_and_clv_by_hand():
+    S = np.array([[0.5, 0.25], [1.0, 1.0]])
+    a = sv.CLVAssumptions(margin=0.5, annual_discount=0.0)
+    got = sv.clv(None, pl.DataFrame({"x": [1, 2]}), [100.0, 10.0], a, survival=S)
+    assert got.tolist() == pytest.approx([0.5 * 100 * 1.5, 0.5 * 10 * 2.0])
+    discounted = sv.clv(None, pl.DataFrame({"x": [1]}), [100.0], sv.CLVAssumptions(margin=1.0, annual_discount=0.2), survival=S[:1])
+    assert discounted[0] == pytest.approx(100 * (1 + 0.5 / 1.2 ** (1 / 12)))
+    tail = sv.clv(None, pl.DataFrame({"x": [1]}), [100.0], sv.CLVAssumptions(margin=1.0, annual_discount=0.0, tail=True), survival=S[:1])
+    assert tail[0] == pytest.approx(100 * (1.5 + 0.25 / 0.5))  # month-2 hazard 0.5 held: 0.25 * (1 + 0.5 + ...) more months
+    text = "\n".join(sv.CLVAssumptions().lines(12))
+    assert "margin: 60%" in text and "10% a year" in text and "next 12 months" in text
+
+
+def test_clv_on_the_simulator_and_economics(sim):
+    world, _, _, test, surv = sim
+    price = test.join(world.customers.select("customer_id", "monthly_price"), on="customer_id", how="left", maintain_order="left")["monthly_price"]
+    table = sv.clv_table(surv, test, price.to_numpy())
+    assert table.height == test.height and table["clv"].is_sorted(descending=True)
+    life = sv.lifetime_table(surv, test)
+    assert life["expected_months"].is_between(0, 6).all() and (life["tail_months_if_constant"] >= 0).all()
+    truth_clv = sv.clv(surv, test, price.to_numpy(), survival=sv.true_survival(world, test, 6))
+    model_clv = sv.clv(surv, test, price.to_numpy())
+    assert np.corrcoef(truth_clv, model_clv)[0, 1] > 0.9     # price dominates; the curve moves it
+
+
+def test_save_load_round_trip(sim, tmp_path):
+    _, _, _, test, surv = sim
+    surv.save(tmp_path / "hazard")
+    back = sv.SurvivalModel.load(tmp_path / "hazard")
+    assert np.allclose(back.survival(test), surv.survival(test)) and back.horizon == 6
+
+
+def test_metrics_by_hand():
+    S = np.array([[0.9, 0.2], [0.8, 0.7], [0.95, 0.9]])
+    time, event = np.array([2, 1, 2]), np.array([1, 0, 0])
+    # no censoring before month 1 for anyone; the one censored at 1 drops out of month 2 (G(2) = 2/3)
+    bs = sv.brier_scores(S, time, event)
+    assert bs[0] == pytest.approx(np.mean([(1 - 0.9) ** 2, (1 - 0.8) ** 2, (1 - 0.95) ** 2]))
+    assert bs[1] == pytest.approx(((0.2 ** 2) * 1.5 + (1 - 0.9) ** 2 * 1.5) / 3)
+    assert sv.concordance_td(S, time, event) == 1.0              # the churner is below the stayer at month 2
+    assert sv.concordance_td(np.full_like(S, 0.5), time, event) == 0.5
+    assert sv.kaplan_meier([1, 2, 2, 3], [1, 1, 0, 0], 3).tolist() == pytest.approx([0.75, 0.5, 0.5])
+
+
+def test_flat_table_tenure_as_time():
+    rng = np.random.default_rng(0)
+    n = 1500
+    risky = rng.random(n) < 0.5
+    life = rng.geometric(np.where(risky, 0.12, 0.03))
+    tenure = np.minimum(life, rng.integers(1, 40, n))
+    churned = (life <= tenure).astype(np.int8)
+    feats = (Feature("risky", "promises", "risky", "", False, (0.0, 1.0), 1, False),
+             Feature("tenure", "account", "tenure", "months", False, (0.0, 72.0), -1, False))
+    frame = pl.DataFrame({"customer_id": [f"c{i}" for i in range(n)], "snapshot_date": [dt.date(2000, 1, 1)] * n,
+                          "churned": churned, "risky": risky.astype(float), "tenure": tenure.astype(float)})
+    table = FeatureTable(frame, FeatureRegistry(feats), Snapshots(every="flat", horizon="as labelled", churn="label"),
+                         dt.datetime(2000, 1, 1))
+    pp = sv.person_period(table, 12)
+    assert pp.height == int(tenure.sum()) and pp["event"].sum() == churned.sum()
+    surv = sv.fit_survival(table, 12)
+    assert surv.features == ["risky"] and surv.time_feature == "tenure_month"
+    h = surv.hazards(pl.DataFrame({"risky": [1.0, 0.0], "tenure": [5.0, 5.0]}))
+    assert 0.08 < h[0].mean() < 0.16 and 0.015 < h[1].mean() < 0.05  # true hazards 0.12 and 0.03
+    with pytest.raises(ContractError, match="tenure column"):
+        sv.person_period(table, 12, tenure="months_here")
+
+
+def test_telco_curves_conditional_on_tenure():
+    path = shared_data("telco_customer_churn") / "Telco-Customer-Churn.csv"
+    study = Study.load(path, "telco")
+    surv = sv.fit_survival(study.table, 12, exclude=["TotalCharges"])
+    rows = study.table.frame.head(50)
+    S_now, S_new = surv.survival(rows), surv.survival(rows, start=0)
+    assert S_now.shape == S_new.shape == (50, 12)
+    # new customers leave faster than those who have stayed (Telco's hazard falls with tenure)
+    assert S_new[:, -1].mean() < S_now[:, -1].mean()
+    with pytest.raises(ContractError, match="not a feature"):
+        sv.fit_survival(study.table, 12, exclude=["nope"])
+
+
+def test_whatif_curve_plot(sim):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    _, _, _, test, surv = sim
+    row = test.sort("promise_broken__count_90d", descending=True).head(1)
+    ax = sv.plot_whatif_curve(surv, row, {"promise_broken": 0})
+    assert len(ax.get_lines()) == 2 and "promise_broken__count_90d" in ax.get_title()
+    with pytest.raises(ValueError, match="one customer row"):
+        sv.plot_whatif_curve(surv, test.head(2), {})
+    plt.close("all")
+
+
+def test_pillar_shapley_is_exact_and_agrees_in_sign_with_the_fast_scheme(sim):
+    _, _, _, test, surv = sim
+    rows = test.head(2)
+    sh = sv.pillar_shapley(surv, rows, test, months=(2, 6), n_background=20)
+    by = sh.group_by("customer", "months", maintain_order=True).agg(
+        pl.col("points").sum(), pl.col("survival").first(), pl.col("base_survival").first())
+    assert np.allclose(by["points"], 100 * (by["survival"] - by["base_survival"]), atol=1e-9)
+    S = surv.survival(rows)
+    for i, c in enumerate(pseudonymise(rows["customer_id"].to_list())):   # the full coalition is the customer
+        assert by.filter((pl.col("customer") == c) & (pl.col("months") == 6))["survival"][0] == pytest.approx(S[i, 5])
+    assert "time" not in sh["pillar"].to_list()
+    fast = sv.pillar_survival(surv, rows, months=(6,)).filter(pl.col("pillar") != "time")
+    both = sh.filter(pl.col("months") == 6).join(fast.select("customer", "pillar", pl.col("points").alias("fast")), on=["customer", "pillar"])
+    big = both.filter(pl.col("points").abs() > 1.0)   # pillars moving S(6) by more than a point
+    assert big.height and (np.sign(big["points"]) == np.sign(big["fast"])).mean() >= 0.75
