@@ -3,6 +3,8 @@
     python benchmarks/explain_truth.py
 """
 
+import json
+
 import polars as pl
 
 from trustml.explanations import truthfulness
@@ -21,3 +23,4 @@ with pl.Config(tbl_hide_dataframe_shape=True, tbl_width_chars=160, fmt_str_lengt
     print(f"top lever agreement, 200 riskiest customers = {r['agreement']:.1%}")
     print(r["disagreements"].select("customer", pl.col("risk").round(3), "model_top_lever", "true_best_lever",
                                     pl.col("true_risk_drop_points").round(2), "reason"))
+print(json.dumps({"benchmark": "explain_truth", "spearman_pillars": round(r["spearman"], 4), "top_lever_agreement": round(r["agreement"], 4)}))
