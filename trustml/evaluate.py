@@ -212,10 +212,10 @@ def compare_models(table: FeatureTable, split: TemporalSplit | CustomerSplit, tr
 
 def _fixed_params(trained) -> dict:
     """The parameters a trained model was fitted with, to refit on other folds without tuning again."""
+    from trustml.model import SEARCH_SPACE
     if trained is None:
         return {}
-    keep = ("num_leaves", "learning_rate", "n_estimators", "min_child_samples", "subsample", "colsample_bytree", "reg_lambda",
-            "early_stopping")
+    keep = {*SEARCH_SPACE, "n_estimators", "early_stopping"}  # what tuning chooses (linear_base included), one list
     return {k: v for k, v in trained.model.get_params().items() if k in keep}
 
 

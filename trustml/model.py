@@ -421,14 +421,6 @@ class TrainedModel:
     registry: FeatureRegistry
     calibrator: Calibrator | None = None
     metadata: dict = field(default_factory=dict)
-    _explainer: object = field(default=None, init=False, repr=False, compare=False)
-
-    def explainer(self):
-        """The model's `shap.TreeExplainer`, built once and reused (what-if updates call it per slider move)."""
-        if self._explainer is None:
-            import shap
-            self._explainer = shap.TreeExplainer(self.model.booster_)
-        return self._explainer
 
     def _check(self, frame: pl.DataFrame) -> pl.DataFrame:
         missing = [n for n in self.registry.names if n not in frame.columns]
