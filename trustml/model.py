@@ -30,7 +30,7 @@ from sklearn.utils.validation import check_array, check_consistent_length, check
 
 from trustml.features import FeatureRegistry, FeatureTable
 
-__all__ = ["ChurnModel", "Calibrator", "TrainedModel", "TemporalSplit", "CustomerSplit", "temporal_split", "train", "tune",
+__all__ = ["ChurnModel", "Calibrator", "TrainedModel", "TemporalSplit", "CustomerSplit", "temporal_split", "train", "tune", "out_of_fold",
            "Tuning", "fingerprint", "ModelMismatchError"]
 
 FORMAT_VERSION = 2
@@ -429,7 +429,9 @@ class TrainedModel:
         return frame.select(self.registry.names)
 
     def log_odds(self, frame: pl.DataFrame) -> np.ndarray:
-        return self.model.decision_function(self._check(frame))
+        """The model's log-odds of churn, plus the frame's `risk_offset` column where it has one (`out_of_fold`)."""
+        z = self.model.decision_function(self._check(frame))
+        return z + frame[OFFSET].fill_null(0.0).to_numpy() if OFFSET in frame.columns else z
 
     def predict_risk(self, frame: pl.DataFrame, *, calibrated: bool = True) -> np.ndarray:
         """Churn probability over the label horizon, calibrated if a calibrator was fitted.
@@ -554,6 +556,7 @@ SEARCH_SPACE = {  # parameter: (kind, low, high, log scale)
 STARTS = ("trustml small trees", "LightGBM defaults", "small trees on a linear base")  # the first trials, in order
 DEFAULT_TRIALS = 20      # Optuna trials per data set: a bounded default budget (CLI --trials, Study.load(trials=), mapping [model])
 MAX_ROUNDS = 2000        # boosting rounds at most; early stopping on the validation part picks the number
+OFFSET = "risk_offset"    # a frame column of log-odds added to the model's output (out-of-fold risk for flat tables)
 MIN_CLASS = 10           # churners and stayers each, at the least, for a split that trains, validates and tests
 TUNE_MAX_ROWS = 60_000   # tuning looks at a seeded sample of at most this many training rows
 
@@ -695,6 +698,44 @@ def _out_of_fold(model: ChurnModel, X: pl.DataFrame, y: np.ndarray, seed: int, f
     for tr, va in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
         out[va] = clone(model).fit(X[tr], y[tr]).predict_proba(X[va])[:, 1]
     return out
+
+
+def out_of_fold(table: FeatureTable, trained: TrainedModel, split: CustomerSplit, *, seed: int = 0,
+                stayers_only: bool = True) -> pl.DataFrame:
+    """Every customer of a flat table that has not churned, each with a risk from a model that never saw them.
+
+    A flat table has no later snapshot to act on: the customers to act on are its stayers. Test customers are
+    scored by `trained` (they were held out); a training customer by the cross-fitted model of `train` that left
+    them out (the same folds the calibrator was fitted on). The difference is the `risk_offset` column (log-odds),
+    which `TrainedModel.log_odds` adds, so every risk, what-if and campaign starts from an honest risk while
+    the change a what-if makes is still the trained model's. `stayers_only=False` keeps the churners too.
+
+    Examples
+    --------
+    >>> from trustml.mapping import Mapping, flat_table
+    >>> rng = np.random.default_rng(0)
+    >>> df = pl.DataFrame({"id": [str(i) for i in range(400)], "tickets": rng.poisson(2, 400),
+    ...                    "left": (rng.random(400) < 0.3).astype(int)})
+    >>> m = Mapping.from_dict({"kind": "flat", "columns": {"id": "id", "target": "left", "positive": ["1"]},
+    ...                        "pillars": {"service_quality": ["tickets"]}})
+    >>> table = flat_table(df, m)
+    >>> trained, split = train(table, trials=0)
+    >>> rows = out_of_fold(table, trained, split)
+    >>> rows.height == int((df["left"] == 0).sum()), OFFSET in rows.columns
+    (True, True)
+    """
+    lab = table.labelled()
+    part = split.parts(lab)
+    names = trained.registry.names
+    offset = np.zeros(lab.height)
+    tr = np.nonzero(part == 0)[0]
+    if len(tr):
+        X, y = lab[tr].select(names), lab[tr]["churned"].to_numpy()
+        params = {k: v for k, v in trained.model.get_params().items()}
+        oof = _out_of_fold(ChurnModel(**params), X, y, seed)
+        offset[tr] = _logit(oof) - trained.model.decision_function(X)
+    rows = lab.with_columns(pl.Series(OFFSET, offset))
+    return rows.filter(pl.col("churned") == 0) if stayers_only else rows
 
 
 def train(table: FeatureTable, split: TemporalSplit | CustomerSplit | None = None, *, calibration: str | None = "auto",

@@ -49,15 +49,18 @@ def inject_parameters(nb, params: dict):
     return nb
 
 
+def _client(nb, cwd: Path, timeout: int):
+    from nbclient import NotebookClient
+    return NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
+                          store_widget_state=True, record_timing=False)
+
+
 def execute(nb, cwd: Path, timeout: int = 900):
     """Run every cell (kernel python3) in `cwd`; widget state is stored so HTML shows the widgets."""
-    from nbclient import NotebookClient
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
-                            store_widget_state=True, record_timing=False)
     import subprocess
     # the kernel's own stderr is noise in a report (transport notices, tracebacks of a kernel stopped mid-start);
     # what a cell prints, errors included, is in the notebook
-    client.execute(stderr=subprocess.DEVNULL)
+    _client(nb, cwd, timeout).execute(stderr=subprocess.DEVNULL)
     return nb
 
 
@@ -89,12 +92,13 @@ def _plan(nb, data, mapping, sizes: tuple[int, int, int], shared: Path) -> tuple
 
 def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str | Path | None = None,
                n_customers: int = 3000, n_months: int = 18, seed: int = 0, notebooks: Path | None = None,
-               progress: bool = True, trials: int | None = None) -> Path:
+               progress: bool = True, trials: int | None = None, jobs: int = 2) -> Path:
     """Execute the suite into `out` and write `index.html`; returns its path. Failures are listed, not hidden.
 
     The analysis is computed once (`Study.save` into a private temporary folder, deleted afterwards: it holds
     raw ids) and every notebook reads it through its `artifacts` parameter. Ctrl-C (or SIGTERM) stops the run
-    after shutting the running kernel down; the caller (`trustml report`) then leaves nothing behind.
+    after shutting the running kernels down; the caller (`trustml report`) then leaves nothing behind.
+    jobs: notebooks executed at the same time (one kernel each).
     """
     import asyncio
     import shutil
@@ -117,6 +121,7 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        study.compute(progress=progress)
         study.save(cache, key=_key(data, mapping, n_customers, n_months, seed, study.trials))
         out.mkdir(parents=True, exist_ok=True)
         study.write(out / "results")
@@ -126,7 +131,8 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
         tracked = log_model(study.trained, out / "results" / "model", card=card)  # MLflow, when installed and a URI is set
         if progress:
             print(f"tracking: {tracked.note}")
-        rows = _run_notebooks(paths, folder, out, data, mapping, (n_customers, n_months, seed, study.trials), str(cache), progress, stop)
+        rows = _run_notebooks(paths, folder, out, data, mapping, (n_customers, n_months, seed, study.trials), str(cache), progress,
+                              stop, jobs)
     except BaseException as e:
         # asyncio (inside nbclient) may turn the interrupt into a CancelledError: either way, the run was stopped
         if stop["signal"] is not None or isinstance(e, KeyboardInterrupt | asyncio.CancelledError):
@@ -144,47 +150,68 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
     return index
 
 
-def _run_notebooks(paths, folder, out, data, mapping, sizes, cache, progress, stop) -> list[dict]:
-    from nbconvert import HTMLExporter
+def _run_notebooks(paths, folder, out, data, mapping, sizes, cache, progress, stop, jobs: int = 2) -> list[dict]:
+    """Execute the planned notebooks, `jobs` kernels at a time (each notebook is independent: it reads the shared
+    artifacts), and write each one's .ipynb and HTML as it finishes; rows keep the suite's order."""
+    import asyncio
+    import subprocess
 
-    from trustml.explorer import freeze_explorers
     shared = (Path(__file__).resolve().parents[2] / "shared" / "data")
-    exporter = HTMLExporter(template_name="lab")
-    rows = []
+    rows, runs = [], []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        params, why = _plan(nb, data, mapping, sizes[:3], shared)
+        rows.append({"name": path.stem, "title": _title(nb), "status": "skipped", "why": why, "seconds": 0.0})
+        if params is not None:
+            runs.append((len(rows) - 1, path, inject_parameters(nb, {**params, "trials": sizes[3], "artifacts": cache})))
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(paths, desc="report", unit="notebook")
-    for path in bar if bar is not None else paths:
-        if bar is not None:
-            bar.set_postfix_str(path.stem)
-        nb = nbformat.read(path, as_version=4)
-        params, why = _plan(nb, data, mapping, sizes[:3], shared)
-        row = {"name": path.stem, "title": _title(nb), "status": "skipped", "why": why, "seconds": 0.0}
-        if params is not None:
-            params = {**params, "trials": sizes[3], "artifacts": cache}
-            run = inject_parameters(nb, params)
+        bar = tqdm(total=len(runs), desc="report", unit="notebook")
+
+    async def one(gate, i, path, run):
+        async with gate:
             t0 = time.perf_counter()
             try:
-                execute(run, folder)
-                row["status"] = "ok"
+                await _client(run, folder, 900).async_execute(stderr=subprocess.DEVNULL)
+                rows[i]["status"] = "ok"
             except Exception as e:  # keep going: one broken notebook must not hide the others
                 if stop["signal"] is not None:
                     raise KeyboardInterrupt from None
-                row.update(status="failed", why=str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__)
-            if stop["signal"] is not None:
-                raise KeyboardInterrupt
-            row["seconds"] = round(time.perf_counter() - t0, 1)
-            # the private folder is gone after the report: say so instead of its (random) path, so the same seed
-            # gives the same bytes; re-run on its own, the notebook computes what it needs
-            for cell in run.cells:
-                if "injected-parameters" in cell.metadata.get("tags", []):
-                    cell.source = cell.source.replace(repr(cache), repr("deleted after the report (it held raw ids)"))
-            nbformat.write(run, out / path.name)
-            # the HTML shows each explorer as it was (static SVG, no script, no network); the .ipynb keeps the live widget
-            (out / f"{path.stem}.html").write_text(exporter.from_notebook_node(freeze_explorers(run))[0], encoding="utf-8")
-        rows.append(row)
+                rows[i].update(status="failed", why=str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__)
+            rows[i]["seconds"] = round(time.perf_counter() - t0, 1)
+        _write_notebook(run, path, out, cache)
+        if bar is not None:
+            bar.set_postfix_str(path.stem)
+            bar.update()
+
+    async def every():
+        gate = asyncio.Semaphore(max(1, jobs))
+        await asyncio.gather(*(one(gate, i, path, run) for i, path, run in runs))
+
+    try:
+        asyncio.run(every())
+    finally:
+        if bar is not None:
+            bar.close()
+    if stop["signal"] is not None:
+        raise KeyboardInterrupt
     return rows
+
+
+def _write_notebook(run, path: Path, out: Path, cache: str) -> None:
+    from nbconvert import HTMLExporter
+
+    from trustml.explorer import freeze_explorers
+    # the private folder is gone after the report: say so instead of its (random) path, so the same seed
+    # gives the same bytes; re-run on its own, the notebook computes what it needs
+    for cell in run.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = cell.source.replace(repr(cache), repr("deleted after the report (it held raw ids)"))
+    nbformat.write(run, out / path.name)
+    # the HTML shows each explorer as it was (static SVG, no script, no network); the .ipynb keeps the live widget
+    html_text = HTMLExporter(template_name="lab").from_notebook_node(freeze_explorers(run))[0]
+    (out / f"{path.stem}.html").write_text(html_text, encoding="utf-8")
 
 
 def _index_html(rows: list[dict], card: dict, source: dict) -> str:

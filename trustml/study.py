@@ -50,6 +50,110 @@ def _read_world(folder: Path):
     return World(customers, events, read_truth(folder), SimConfig(), Policy(**meta["policy"]), meta["seed"], meta["n_months"])
 
 
+# -- stages kept as artifacts: parquet and JSON, no pickle ----------------------------------------------
+_STAGES: dict[str, tuple] = {}   # name -> (write(value, folder), read(folder, study))
+
+
+def _write_value(value, folder: Path) -> None:
+    """Frames, arrays, dicts, lists and scalars (nested) as parquet files plus one JSON skeleton."""
+    import datetime as dt
+    folder.mkdir(parents=True, exist_ok=True)
+    count = iter(range(1 << 30))
+
+    def enc(v):
+        if isinstance(v, pl.DataFrame):
+            name = f"{next(count)}.parquet"
+            v.write_parquet(folder / name)
+            return {"frame": name}
+        if isinstance(v, pl.Series):
+            return {"series": enc(v.to_frame())}
+        if isinstance(v, np.ndarray):
+            return {"array": enc(pl.DataFrame({"v": v.ravel()})), "shape": list(v.shape)}
+        if isinstance(v, dict):
+            return {"dict": [[enc(k), enc(x)] for k, x in v.items()]}
+        if isinstance(v, list | tuple):
+            return {"list" if isinstance(v, list) else "tuple": [enc(x) for x in v]}
+        if isinstance(v, np.generic):
+            return v.item()
+        if isinstance(v, dt.date):
+            return {"date": v.isoformat()}
+        if v is None or isinstance(v, str | int | float | bool):
+            return v
+        raise TypeError(f"stage value of type {type(v).__name__} has no artifact format")
+    (folder / "value.json").write_text(json.dumps(enc(value)))
+
+
+def _read_value(folder: Path, study=None):
+    import datetime as dt
+
+    def dec(v):
+        if not isinstance(v, dict):
+            return v
+        if "frame" in v:
+            return pl.read_parquet(folder / v["frame"])
+        if "series" in v:
+            return dec(v["series"]).to_series()
+        if "array" in v:
+            return dec(v["array"])["v"].to_numpy().reshape(v["shape"])
+        if "dict" in v:
+            return {dec(k): dec(x) for k, x in v["dict"]}
+        if "list" in v:
+            return [dec(x) for x in v["list"]]
+        if "tuple" in v:
+            return tuple(dec(x) for x in v["tuple"])
+        return dt.date.fromisoformat(v["date"])
+    return dec(json.loads((folder / "value.json").read_text()))
+
+
+def _write_explanation(expl, folder: Path) -> None:
+    _write_value({"values": expl.values, "base_values": expl.base_values, "data": np.asarray(expl.data, dtype=float),
+                  "feature_names": list(expl.feature_names), "output_names": expl.output_names}, folder)
+
+
+def _read_explanation(folder: Path, study=None):
+    import shap
+    d = _read_value(folder)
+    return shap.Explanation(values=d["values"], base_values=d["base_values"], data=d["data"],
+                            feature_names=d["feature_names"], output_names=d["output_names"])
+
+
+def _write_survival(surv, folder: Path) -> None:
+    surv.save(folder)
+
+
+def _read_survival(folder: Path, study=None):
+    from trustml.survival import SurvivalModel
+    return SurvivalModel.load(folder)
+
+
+def _write_effects(effects, folder: Path) -> None:
+    from trustml.causal import save_effects
+    save_effects(effects, folder)
+
+
+def _read_effects(folder: Path, study=None):
+    from trustml.causal import load_effects
+    return load_effects(folder)
+
+
+def stage(write=_write_value, read=_read_value):
+    """A computed-once stage of `Study`: `Study.save` writes it, and a study opened from artifacts reads it
+    instead of recomputing it."""
+    def wrap(compute):
+        name = compute.__name__
+        _STAGES[name] = (write, read)
+
+        def get(self):
+            known = self.__dict__
+            if name not in known:
+                path = None if self.artifacts is None else self.artifacts / "stages" / name
+                known[name] = read(path, self) if path is not None and path.is_dir() else compute(self)
+            return known[name]
+        get.__doc__ = compute.__doc__
+        return property(get)
+    return wrap
+
+
 def setup_notebook() -> None:
     """Display settings for the notebook suite: short floats (stable stored outputs), readable plots, and a
     seeded global random state (shap's beeswarm draws points in a random order)."""
@@ -72,6 +176,7 @@ class Study:
         from trustml.contract import DataWarnings
         self.warnings = DataWarnings()   # odd but not wrong things in the input, shown first in summaries and reports
         self.raw = None                  # the user's table as read (sensitive columns for fairness checks); never written
+        self.artifacts: Path | None = None  # a folder `Study.save` wrote: stages found there are read, not recomputed
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -151,6 +256,9 @@ class Study:
             write_world(self.world, folder / "world")
         elif self.events is not None:
             self.events.write_parquet(folder / "events.parquet")
+        for name, (write, _) in _STAGES.items():
+            if name in self.__dict__ and self.__dict__[name] is not None:
+                write(self.__dict__[name], folder / "stages" / name)
         mapping = None if self.mapping is None else self.mapping.origin
         warnings = [{"table": p.table, "column": p.column, "problem": p.problem, "n_rows": p.n_rows, "examples": list(p.examples)}
                     for p in self.warnings]
@@ -160,7 +268,7 @@ class Study:
 
     @classmethod
     def open(cls, folder: str | Path) -> Study:
-        """A study from the artifacts `Study.save` wrote: nothing is recomputed."""
+        """A study from the artifacts `Study.save` wrote: the stages found there are read, the others computed on use."""
         from trustml.mapping import load_mapping
         from trustml.model import TrainedModel, split_from_metadata
         folder = Path(folder)
@@ -181,6 +289,7 @@ class Study:
         study.warnings.extend(Problem(**{**w, "examples": tuple(w["examples"])}) for w in meta.get("warnings", []))
         trained = TrainedModel.load(folder / "model")
         study.__dict__["_fit"] = (trained, split_from_metadata(table, trained.metadata["trained_on"]))
+        study.artifacts = folder
         return study
 
     # -- stages --------------------------------------------------------------------------------
@@ -205,10 +314,15 @@ class Study:
         """Held-out rows: the latest labelled snapshots (or held-out customers for flat data)."""
         return self.split.frames(self.table.labelled())[2]
 
-    @cached_property
+    @stage()
     def latest(self) -> pl.DataFrame:
-        """Customers to act on now: the latest snapshot (labelled or not); for flat data, the test customers."""
-        return self.test if self.table.is_flat else self.table.latest()
+        """Customers to act on now: the latest snapshot (labelled or not). For a flat table, every customer it does
+        not mark as churned, each with an out-of-fold risk (`trustml.model.out_of_fold`): campaigns and the explorer
+        cover them all, never the training customers' in-sample risks."""
+        if self.table.is_flat:
+            from trustml.model import out_of_fold
+            return out_of_fold(self.table, self.trained, self.split)
+        return self.table.latest()
 
     def riskiest(self, n: int, frame: pl.DataFrame | None = None) -> pl.DataFrame:
         """The `n` rows of `frame` (default: `latest`) with the highest predicted risk, riskiest first."""
@@ -224,19 +338,19 @@ class Study:
         keys = self.test.select("customer_id", pl.col("snapshot_date").alias("month_start"))
         return keys.join(self.world.truth, on=["customer_id", "month_start"], how="left", maintain_order="left")["churn_prob"].to_numpy()
 
-    @cached_property
+    @stage()
     def comparison(self) -> pl.DataFrame:
         from trustml.evaluate import compare_models
         return compare_models(self.table, self.split, self.trained, oracle=self.oracle)
 
-    @cached_property
+    @stage()
     def calibration(self) -> pl.DataFrame:
         """Calibration on the test rows before and after the calibrator (Brier, log loss, error, distinct scores)."""
         from trustml.evaluate import calibration_report
         te = self.test
         return calibration_report(te["churned"].to_numpy(), self.trained.predict_risk(te, calibrated=False), self.trained.predict_risk(te))
 
-    @cached_property
+    @stage()
     def folds(self) -> pl.DataFrame:
         """Held-out folds beside the single split: rolling-origin backtest (stratified 5-fold CV for flat tables),
         refitting the chosen parameters."""
@@ -248,13 +362,13 @@ class Study:
         """Features suspected of leaking the label (see `trustml.leakage`), with the evidence."""
         return self.trained.metadata.get("leakage") or []
 
-    @cached_property
+    @stage(_write_explanation, _read_explanation)
     def explanation(self):
         """Exact TreeSHAP (log-odds) for the test rows, as a `shap.Explanation`."""
         from trustml.explanations import explain
         return explain(self.trained, self.test)
 
-    @cached_property
+    @stage()
     def pillars(self) -> pl.DataFrame:
         from trustml.explanations import pillar_importance
         return pillar_importance(self.explanation, self.registry)
@@ -283,21 +397,32 @@ class Study:
         from trustml.monitor import fairness, groups_of
         return fairness(self.trained, self.test, groups_of(self.raw, m))
 
-    @cached_property
+    @stage(_write_effects, _read_effects)
     def causal_effects(self) -> dict:
         """Causal lever effects from the observed tables (double machine learning, `trustml.causal`); needs an event log."""
         from trustml.causal import lever_effects
         if self.events is None:
             raise ValueError("causal lever effects need an event log (exposures are computed from events); this data is a flat table")
-        return lever_effects(self.table.labelled(), self.events, self.registry)
+        return lever_effects(self.table.labelled(), self.events, self.registry, seed=self.source.get("seed", 0))
 
-    @cached_property
+    @stage()
+    def causal_truth(self) -> pl.DataFrame | None:
+        """The simulator's true per-row effect of each lever in `causal_effects`, on the same rows and estimand
+        (common random numbers; `trustml.causal.simulator_truth`); None for real data."""
+        if self.world is None:
+            return None
+        from trustml.causal import simulator_truth
+        s = self.source
+        return simulator_truth(self.table.labelled(), n_customers=s["customers"], n_months=s["months"], seed=s["seed"],
+                               levers=list(self.causal_effects))
+
+    @stage(_write_survival, _read_survival)
     def survival(self):
         """Discrete-time hazard model (`trustml.survival`): survival curves, expected months, lifetime value."""
         from trustml.survival import fit_survival
         return fit_survival(self.table, seed=self.source.get("seed", 0))
 
-    @cached_property
+    @stage()
     def clv(self) -> np.ndarray:
         """Customer lifetime value at stake per row of `latest`, from each customer's survival curve (see `clv_note`)."""
         from trustml.survival import clv, value_per_month
@@ -328,7 +453,7 @@ class Study:
         value, basis, _ = self.value_at_stake
         return retention_economics(self.trained.predict_risk(self.latest), value, value_basis=basis)
 
-    @cached_property
+    @stage()
     def truth(self) -> dict | None:
         """Explanations vs the simulator's truth (None for real data)."""
         if self.world is None:
@@ -336,6 +461,40 @@ class Study:
         from trustml.explanations import truthfulness
         return truthfulness(self.trained, self.test, self.world.truth, n_customers=self.source["customers"],
                             n_months=self.source["months"], seed=self.source["seed"], expl=self.explanation)
+
+    @stage()
+    def whatif_truth(self) -> dict | None:
+        """The model's what-if answers for the 100 riskiest test rows beside the simulator's true effects
+        (`trustml.whatif.whatif_vs_truth`); None for real data."""
+        if self.world is None:
+            return None
+        from trustml.whatif import whatif_vs_truth
+        s = self.source
+        return whatif_vs_truth(self.trained, self.test, n_customers=s["customers"], n_months=s["months"], seed=s["seed"], top_n=100)
+
+    @stage()
+    def survival_truth(self) -> dict | None:
+        """Survival curves and lifetime value beside the simulator's true ones (`trustml.survival.versus_truth`,
+        6 months); None for real data."""
+        if self.world is None:
+            return None
+        from trustml.survival import versus_truth
+        return versus_truth(self.table, self.world, 6, seed=self.source["seed"])
+
+    def compute(self, stages: list[str] | None = None, *, progress: bool = False) -> Study:
+        """Compute `stages` (default: every stage that applies to this data) once, e.g. before `save`."""
+        if stages is None:
+            stages = ["comparison", "calibration", "folds", "explanation", "pillars", "latest", "economics"]
+            if self.world is not None:
+                stages += ["truth", "whatif_truth", "causal_effects", "causal_truth", "survival_truth"]
+        if progress:
+            from tqdm.auto import tqdm
+            stages = tqdm(stages, desc="analysis", unit="stage")
+        for name in stages:
+            if progress:
+                stages.set_postfix_str(name)
+            getattr(self, name)
+        return self
 
     # -- outputs -------------------------------------------------------------------------------
     def model_card(self) -> dict:

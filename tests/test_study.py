@@ -1,0 +1,135 @@
+"""Study: each stage computed once, kept as artifacts (no pickle), read back identical; flat tables act on every
+customer with an out-of-fold risk."""
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from trustml.model import OFFSET
+from trustml.study import _STAGES, Study, _read_value, _write_value
+
+
+@pytest.fixture(scope="module")
+def computed(tmp_path_factory):
+    study = Study.load(n_customers=1200, n_months=14, seed=2, trials=0)
+    study.compute(["comparison", "calibration", "folds", "explanation", "pillars", "latest", "economics", "truth",
+                   "whatif_truth", "survival_truth"])
+    folder = study.save(tmp_path_factory.mktemp("artifacts"))
+    return study, folder
+
+
+def test_every_computed_stage_is_written_and_read_back_identical_without_recomputing(computed, monkeypatch):
+    study, folder = computed
+    opened = Study.open(folder)
+    import trustml.evaluate
+    import trustml.explanations
+    # a stage read from the artifacts never calls the code that computes it
+    for mod, name in [(trustml.evaluate, "compare_models"), (trustml.evaluate, "held_out_folds"),
+                      (trustml.explanations, "explain"), (trustml.explanations, "truthfulness")]:
+        monkeypatch.setattr(mod, name, lambda *a, **k: pytest.fail("recomputed a stage kept in the artifacts"))
+    for name in ["comparison", "calibration", "folds", "pillars", "latest"]:
+        assert getattr(opened, name).equals(getattr(study, name)), name
+    assert np.array_equal(opened.explanation.values, study.explanation.values)
+    assert np.array_equal(opened.explanation.base_values, study.explanation.base_values)
+    assert np.array_equal(opened.clv, study.clv)
+    assert opened.truth["spearman"] == study.truth["spearman"] and opened.truth["levers"].equals(study.truth["levers"])
+    assert opened.whatif_truth["by_lever"].equals(study.whatif_truth["by_lever"])
+    assert opened.survival_truth["quality"].equals(study.survival_truth["quality"])
+    assert np.array_equal(opened.survival.survival(study.latest), study.survival.survival(study.latest))
+    assert opened.model_card()["metrics"] == study.model_card()["metrics"]
+    written = {p.name for p in (folder / "stages").iterdir()}
+    assert written <= set(_STAGES) and {"comparison", "explanation", "survival", "truth"} <= written
+    assert not list(folder.rglob("*.pkl")) and not list(folder.rglob("*.pickle"))
+
+
+def test_a_stage_missing_from_the_artifacts_is_computed_on_use(computed):
+    study, folder = computed
+    opened = Study.open(folder)
+    assert "causal_truth" not in {p.name for p in (folder / "stages").iterdir()}
+    assert opened.economics.best == study.economics.best   # computed from stages that were read
+
+
+@pytest.mark.parametrize("value", [
+    {"a": pl.DataFrame({"x": [1, 2]}), "b": [1.5, None, "s"], 3: (np.arange(6).reshape(2, 3), np.float64(0.25))},
+    pl.DataFrame({"d": [None, 1.0]}), [], {"nested": {"deeper": [pl.Series("s", ["a", "b"])]}},
+])
+def test_values_round_trip(tmp_path, value):
+    _write_value(value, tmp_path / "v")
+    back = _read_value(tmp_path / "v")
+
+    def same(a, b):
+        if isinstance(a, pl.DataFrame | pl.Series):
+            return a.equals(b)
+        if isinstance(a, np.ndarray):
+            return np.array_equal(a, b)
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, list | tuple):
+            return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+        return a == b
+    assert same(value, back)
+
+
+def test_a_value_with_no_artifact_format_is_refused(tmp_path):
+    with pytest.raises(TypeError, match="no artifact format"):
+        _write_value({"f": object()}, tmp_path / "v")
+
+
+@pytest.fixture(scope="module")
+def flat(tmp_path_factory):
+    """A flat table where the label depends on two columns: in-sample risks of training customers are too sure."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    tickets, tenure = rng.poisson(2, n), rng.integers(1, 72, n)
+    p = 1 / (1 + np.exp(-(-1.2 + 0.45 * tickets - 0.04 * tenure)))
+    df = pl.DataFrame({"account": [f"A{i:05d}" for i in range(n)], "tickets": tickets, "tenure": tenure,
+                       "noise": rng.normal(size=n), "left": np.where(rng.random(n) < p, "Yes", "No")})
+    folder = tmp_path_factory.mktemp("flat")
+    df.write_csv(folder / "flat.csv")
+    (folder / "m.toml").write_text('kind = "flat"\n[columns]\nid = "account"\ntarget = "left"\npositive = ["Yes"]\n'
+                                   'tenure = "tenure"\n')
+    return Study.load(folder / "flat.csv", folder / "m.toml", trials=0), df
+
+
+def test_a_flat_table_acts_on_every_stayer_with_an_out_of_fold_risk(flat):
+    study, df = flat
+    latest = study.latest
+    assert latest.height == int((df["left"] == "No").sum())        # every current customer, not a 20% test part
+    assert latest["churned"].sum() == 0 and OFFSET in latest.columns
+    part = study.split.parts(study.table.labelled())
+    test_ids = set(study.table.labelled().filter(pl.Series(part == 2))["customer_id"])
+    in_test = latest["customer_id"].is_in(list(test_ids)).to_numpy()
+    assert in_test.sum() > 0 and (~in_test).sum() > 0
+    assert np.all(latest[OFFSET].to_numpy()[in_test] == 0)          # held out already: the model's own risk
+    assert np.any(latest[OFFSET].to_numpy()[~in_test] != 0)
+
+
+def test_out_of_fold_risks_rank_training_customers_as_honestly_as_the_test_part(flat):
+    """In-sample risks separate a training customer's own label too well; out-of-fold risks do not."""
+    study, _ = flat
+    from trustml.model import out_of_fold
+    lab = study.table.labelled()
+    part = study.split.parts(lab)
+    train_rows = lab.filter(pl.Series(part == 0))
+    everyone = out_of_fold(study.table, study.trained, study.split, stayers_only=False)
+    train_oof = everyone.filter(pl.Series(part == 0))
+    y = train_rows["churned"].to_numpy()
+    in_sample = roc_auc_score(y, study.trained.predict_risk(train_rows))
+    oof = roc_auc_score(y, study.trained.predict_risk(train_oof))
+    held_out = roc_auc_score(study.test["churned"].to_numpy(), study.trained.predict_risk(study.test))
+    assert in_sample > held_out + 0.02
+    assert abs(oof - held_out) < 0.03 and oof < in_sample - 0.02
+
+
+def test_every_risk_and_what_if_starts_from_the_out_of_fold_risk(flat):
+    study, _ = flat
+    from trustml.model import _logit
+    row = study.latest.filter(pl.col(OFFSET) != 0).head(1)
+    base = study.trained.model.decision_function(row.select(study.registry.names))
+    assert study.trained.log_odds(row) == pytest.approx(base + row[OFFSET].to_numpy())
+    assert _logit(study.trained.predict_risk(row, calibrated=False)) == pytest.approx(base + row[OFFSET].to_numpy())
+    from trustml.whatif import campaign
+    plan = campaign(study.trained, study.latest, study.value(study.latest), top_n=5)
+    top = np.sort(study.trained.predict_risk(study.latest))[::-1][:5]
+    assert plan["risk"].to_numpy() == pytest.approx(top, abs=1e-3)
