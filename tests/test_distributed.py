@@ -143,3 +143,14 @@ def test_model_payload_round_trip(single):
 def test_connect_rejects_a_bad_address():
     with pytest.raises(ContractError, match="scheduler address"):
         distributed.connect("my-cluster")
+
+
+def test_a_study_on_the_cluster_equals_the_single_machine_study(client):
+    """`Study.load(cluster=)` (and so `trustml report --cluster`) builds features and explanations on Dask: the same."""
+    from trustml.study import Study
+    here = Study.load(n_customers=600, n_months=12, seed=3, trials=0)
+    there = Study.load(n_customers=600, n_months=12, seed=3, trials=0, cluster=client)
+    assert_frame_equal(there.table.frame, here.table.frame)
+    assert np.array_equal(there.trained.predict_risk(there.test), here.trained.predict_risk(here.test))
+    assert np.allclose(there.explanation.values, here.explanation.values, rtol=0, atol=1e-12)
+    assert np.allclose(there.explanation.base_values, here.explanation.base_values, rtol=0, atol=1e-12)

@@ -205,3 +205,17 @@ def test_backtest_keeps_the_folds_that_fit_a_short_history(table):
                         table.as_of, table.dropped)
     with pytest.raises(ValueError, match="not even one fold"):
         backtest(tiny)
+
+
+def test_beyond_the_row_cap_the_fit_reads_whole_customers_and_says_so(table, monkeypatch):
+    import trustml.model as tm_model
+    monkeypatch.setattr(tm_model, "TRAIN_MAX_ROWS", 3000)
+    trained, split = train(table, trials=0)
+    sampled = trained.metadata["trained_on"]["sampled"]
+    full = split.frames(table.labelled())[0]
+    assert sampled["rows_before"] == full.height and sampled["rows"] <= 3000 * 1.2 < full.height
+    assert sampled["customers"] < sampled["of_customers"] == full["customer_id"].n_unique()
+    assert trained.metadata["trained_on"]["rows"] == sampled["rows"]
+    # whole customers: the same draw again keeps every snapshot of each kept customer
+    again, _ = train(table, trials=0)
+    assert again.metadata["trained_on"] == trained.metadata["trained_on"]

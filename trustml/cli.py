@@ -115,7 +115,7 @@ def _explain(a):
 def _report(a):
     from trustml.report import run_report
     index = run_report(a.out, data=a.data, mapping=a.mapping, n_customers=a.customers, n_months=a.months, seed=a.seed,
-                       notebooks=a.notebooks, progress=not a.quiet, trials=a.trials)
+                       notebooks=a.notebooks, progress=not a.quiet, trials=a.trials, jobs=a.jobs, cluster=a.cluster)
     print(f"report: {Path(a.target) / index.name} (HTML per notebook, model card, results/)")
 
 
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_explain)
 
     s = sub.add_parser("report", help="the main job: run the notebook suite on the data; HTML reports, model card, results")
-    s.add_argument("--data", help="your data file (CSV, text or parquet); default: the simulated trust world")
+    s.add_argument("--data", help="your data file (CSV, text, parquet or Excel); default: the simulated trust world")
     s.add_argument("--mapping", help="mapping file (TOML/YAML) for --data, or a shipped one: telco, cdnow")
     s.add_argument("--customers", type=int, default=5000, help="simulated customers (default 5000)")
     s.add_argument("--months", type=int, default=24, help="simulated months (default 24)")
@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="out")
     s.add_argument("--notebooks", help="notebook suite folder (default: the repository's notebooks/)")
     s.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help=f"Optuna trials to tune LightGBM (default {DEFAULT_TRIALS})")
+    s.add_argument("--jobs", type=int, default=2, help="notebooks executed at the same time, one kernel each (default 2)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(run=_report)
 
@@ -284,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_lab)
     cluster = ("run on Dask (`pip install trustml[scale]`): 'local' (2 worker processes on this machine) or a scheduler "
                "address tcp://host:8786; data is partitioned by customer, results equal the single-machine run")
-    for name in ("features", "train", "explain", "playbook"):
+    for name in ("features", "train", "explain", "playbook", "report"):
         sub.choices[name].add_argument("--cluster", help=cluster)
     sub.choices["features"].add_argument("--partitions", type=int, help="with --cluster: customer partitions (default: two per worker thread)")
     sub.choices["train"].add_argument("--sample", type=float, default=1.0,

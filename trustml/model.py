@@ -558,6 +558,7 @@ DEFAULT_TRIALS = 20      # Optuna trials per data set: a bounded default budget 
 MAX_ROUNDS = 2000        # boosting rounds at most; early stopping on the validation part picks the number
 OFFSET = "risk_offset"    # a frame column of log-odds added to the model's output (out-of-fold risk for flat tables)
 MIN_CLASS = 10           # churners and stayers each, at the least, for a split that trains, validates and tests
+TRAIN_MAX_ROWS = 2_000_000  # the final fit reads a seeded sample of whole customers beyond this many training rows
 TUNE_MAX_ROWS = 60_000   # tuning looks at a seeded sample of at most this many training rows
 
 
@@ -768,6 +769,16 @@ def train(table: FeatureTable, split: TemporalSplit | CustomerSplit | None = Non
             raise ContractError([Problem("features", r["feature"], f"suspected leak: {r['evidence']}") for r in leaks.iter_rows(named=True)])
     mono = registry.monotone_constraints() if monotone else None
     time = tr["snapshot_date"].to_numpy() if isinstance(split, TemporalSplit) else None
+    sampled = None
+    if tr.height > TRAIN_MAX_ROWS:
+        # whole customers, seeded: each kept customer keeps all their snapshots (stated in the model card)
+        ids = tr["customer_id"].unique().sort()
+        keep = int(len(ids) * TRAIN_MAX_ROWS / tr.height)
+        chosen = ids.sample(keep, seed=seed, shuffle=True)
+        sampled = {"customers": keep, "of_customers": len(ids), "rows_before": tr.height}
+        tr = tr.filter(pl.col("customer_id").is_in(chosen))
+        sampled["rows"] = tr.height
+        time = tr["snapshot_date"].to_numpy() if isinstance(split, TemporalSplit) else None
     X, y = tr.select(registry.names), tr["churned"]
     tuning = None
     if trials > 0:
@@ -782,7 +793,8 @@ def train(table: FeatureTable, split: TemporalSplit | CustomerSplit | None = Non
         calibrator = Calibrator(calibration).fit(model.predict_proba(cal.select(registry.names))[:, 1], cal["churned"].to_numpy())
     elif calibration and isinstance(split, CustomerSplit) and not cal.height:
         calibrator = Calibrator(calibration).fit(_out_of_fold(model, X, y.to_numpy(), seed), y.to_numpy())
-    meta = {"trained_on": {"fingerprint": fingerprint(table.frame), "rows": tr.height, **split.describe()},
+    meta = {"trained_on": {"fingerprint": fingerprint(table.frame), "rows": tr.height, **split.describe(),
+                           **({"sampled": sampled} if sampled else {})},
             "tuning": None if tuning is None else tuning.to_dict(),
             "leakage": None if leaks is None else leaks.to_dicts()}
     return TrainedModel(model, registry, calibrator, meta), split

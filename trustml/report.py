@@ -92,13 +92,14 @@ def _plan(nb, data, mapping, sizes: tuple[int, int, int], shared: Path) -> tuple
 
 def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str | Path | None = None,
                n_customers: int = 3000, n_months: int = 18, seed: int = 0, notebooks: Path | None = None,
-               progress: bool = True, trials: int | None = None, jobs: int = 2) -> Path:
+               progress: bool = True, trials: int | None = None, jobs: int = 2, cluster=None) -> Path:
     """Execute the suite into `out` and write `index.html`; returns its path. Failures are listed, not hidden.
 
     The analysis is computed once (`Study.save` into a private temporary folder, deleted afterwards: it holds
     raw ids) and every notebook reads it through its `artifacts` parameter. Ctrl-C (or SIGTERM) stops the run
     after shutting the running kernels down; the caller (`trustml report`) then leaves nothing behind.
-    jobs: notebooks executed at the same time (one kernel each).
+    jobs: notebooks executed at the same time (one kernel each). cluster: compute the analysis's features and
+    explanations on Dask (see `Study.load`); the notebooks read them.
     """
     import asyncio
     import shutil
@@ -111,7 +112,8 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
     if not paths:
         raise FileNotFoundError(f"no numbered notebooks (NN_name.ipynb) in {folder}")
     out = Path(out)
-    study = Study.load(data, mapping, n_customers=n_customers, n_months=n_months, seed=seed, trials=trials)  # bad data fails here
+    study = Study.load(data, mapping, n_customers=n_customers, n_months=n_months, seed=seed, trials=trials,
+                       cluster=cluster)  # bad data fails here
     cache = Path(tempfile.mkdtemp(prefix="trustml-report-"))
     stop = {"signal": None}
 

@@ -154,6 +154,26 @@ def stage(write=_write_value, read=_read_value):
     return wrap
 
 
+def _features(customers, events, snapshots, spec, as_of, cluster) -> FeatureTable:
+    """`build_features`, on Dask when `cluster` is given (the tables pass through a private temporary folder)."""
+    kwargs = {} if spec is None else {"spec": spec}
+    if cluster is None:
+        return build_features(customers, events, snapshots, as_of=as_of, **kwargs)
+    import shutil
+    import tempfile
+
+    from trustml import distributed
+    folder = Path(tempfile.mkdtemp(prefix="trustml-cluster-"))
+    try:
+        for name, frame in (("customers", customers), ("events", events)):
+            (folder / name).mkdir()
+            frame.write_parquet(folder / name / "part-00000.parquet")
+        with distributed.features(folder, snapshots, cluster=cluster, as_of=as_of, **kwargs) as parts:
+            return parts.collect()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def setup_notebook() -> None:
     """Display settings for the notebook suite: short floats (stable stored outputs), readable plots, and a
     seeded global random state (shap's beeswarm draws points in a random order)."""
@@ -177,17 +197,21 @@ class Study:
         self.warnings = DataWarnings()   # odd but not wrong things in the input, shown first in summaries and reports
         self.raw = None                  # the user's table as read (sensitive columns for fairness checks); never written
         self.artifacts: Path | None = None  # a folder `Study.save` wrote: stages found there are read, not recomputed
+        self.cluster = None                 # Dask for features and explanations (see `load`); None: this process
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def load(cls, data: str | Path | None = None, mapping: str | Path | None = None, *, n_customers: int = 3000,
-             n_months: int = 18, seed: int = 0, trials: int | None = None, artifacts: str | Path | None = None) -> Study:
+             n_months: int = 18, seed: int = 0, trials: int | None = None, artifacts: str | Path | None = None,
+             cluster=None) -> Study:
         """The simulated trust world (no `data`), or a user's file read through a mapping (TOML/YAML or a shipped name).
 
         trials: Optuna trials when the model is trained (default `trustml.model.DEFAULT_TRIALS`; 0: no search).
         artifacts: a folder written by `Study.save` (`trustml report` passes one to every notebook): when it holds
         this very analysis (same data, mapping, sizes, seed and trials), its stages are read, not recomputed;
         otherwise everything is computed here.
+        cluster: build features and explanations on Dask (`trustml.distributed`: 'local', a scheduler address or a
+        `Client`), partitioned by customer; the results equal the single-machine run (the model is fitted here).
         """
         key = _key(data, mapping, n_customers, n_months, seed, DEFAULT_TRIALS if trials is None else trials)
         if artifacts is not None and (Path(artifacts) / "study.json").exists():
@@ -195,11 +219,12 @@ class Study:
             if saved["key"] == key:
                 return cls.open(artifacts)
         if data is None or str(data) == "simulated":
-            study = cls.simulated(n_customers, n_months, seed)
+            study = cls.simulated(n_customers, n_months, seed, cluster=cluster)
         elif mapping is None:
             raise ValueError(f"{data}: reading your own data needs a mapping file (see trustml/mappings/*.toml)")
         else:
-            study = cls.from_file(data, mapping)
+            study = cls.from_file(data, mapping, cluster=cluster)
+        study.cluster = cluster
         if trials is not None:
             study.trials = trials
         elif study.mapping is not None and "trials" in study.mapping.model:
@@ -207,18 +232,19 @@ class Study:
         return study
 
     @classmethod
-    def simulated(cls, n_customers: int = 3000, n_months: int = 18, seed: int = 0, snapshots: Snapshots = Snapshots()) -> Study:
+    def simulated(cls, n_customers: int = 3000, n_months: int = 18, seed: int = 0, snapshots: Snapshots = Snapshots(),
+                  cluster=None) -> Study:
         from trustml.contract import validate
         from trustml.simulator import simulate
         world = simulate(n_customers, n_months, seed)
         validate(world.customers, world.events, as_of=world.as_of)
-        table = build_features(world.customers, world.events, snapshots, as_of=world.as_of)
+        table = _features(world.customers, world.events, snapshots, None, world.as_of, cluster)
         source = {"kind": "simulated", "name": "trustml trust-world simulator", "seed": seed, "customers": n_customers,
                   "months": n_months, "events": world.events.height, "fingerprint": fingerprint(world.events)}
         return cls(table, source=source, world=world, events=world.events)
 
     @classmethod
-    def from_file(cls, data: str | Path, mapping: str | Path) -> Study:
+    def from_file(cls, data: str | Path, mapping: str | Path, cluster=None) -> Study:
         from trustml.contract import DataWarnings
         from trustml.mapping import event_tables, fill_lever_ranges, flat_table, label_warnings, load_mapping, read_data, read_subscriptions
         from trustml.privacy import use_secret_salt
@@ -235,7 +261,7 @@ class Study:
             customers, events, spec, snaps, as_of = event_tables(df, m, source=str(data), subscriptions=subs,
                                                                  subscriptions_source=str(subs_path), warnings=warnings)
             source["events"] = events.height
-            table = fill_lever_ranges(build_features(customers, events, snaps, spec, as_of=as_of), m)
+            table = fill_lever_ranges(_features(customers, events, snaps, spec, as_of, cluster), m)
             label_warnings(table, warnings)
             study = cls(table, source=source, mapping=m, events=events)
         study.warnings, study.raw = warnings, df
@@ -365,6 +391,9 @@ class Study:
     @stage(_write_explanation, _read_explanation)
     def explanation(self):
         """Exact TreeSHAP (log-odds) for the test rows, as a `shap.Explanation`."""
+        if self.cluster is not None:
+            from trustml import distributed
+            return distributed.explain(self.trained, self.test, cluster=self.cluster)
         from trustml.explanations import explain
         return explain(self.trained, self.test)
 
@@ -583,6 +612,9 @@ class Study:
                  f"Feature table: {self.table.frame.height:,} rows x {len(self.registry)} features over {len(self.registry.pillars)} pillars.",
                  ("Model: LightGBM, " + (f"tuned by {len(tuning['trials'])} Optuna trials ({tuning['validation']})" if tuning
                                          else "untuned defaults") + (f"; {cal.method_} calibration ({cal.reason_})." if cal else "; not calibrated.")),
+                 *([f"Fitted on a seeded sample of {sampled['customers']:,} of {sampled['of_customers']:,} training customers "
+                    f"({sampled['rows']:,} of {sampled['rows_before']:,} rows; trustml.model.TRAIN_MAX_ROWS)."]
+                   if (sampled := self.trained.metadata["trained_on"].get("sampled")) else []),
                  "", "Test metrics (held out, never seen in training; 95% intervals from a bootstrap over customers):"]
         comp = self.comparison.select("model", "roc_auc", "roc_auc_lo", "roc_auc_hi", "pr_auc", "brier", "top_decile_lift", "vs_model")
         with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_width_chars=160, tbl_rows=20,
