@@ -5,8 +5,9 @@
 
 Stages on one machine: simulate (to parquet), features (`build_features`), train (`train`, with
 --trials Optuna trials; 0 = the fixed defaults with early stopping), explain (SHAP of the latest
-snapshot), campaign (top 100 with the best action each), report (`trustml report --customers N` as
-a subprocess, end to end). With --cluster the same stages run through `trustml.distributed` (the
+snapshot), campaign (top 100 with the best action each), analysis (what `trustml report` computes once
+before its notebooks, stage by stage through `Study`, with --report-trials), report (`trustml report
+--customers N --trials T` as a subprocess, end to end). With --cluster the same stages run through `trustml.distributed` (the
 simulated parquet is shared; report stays single-machine), and the train stage also measures the
 alternatives: one worker on a 25% customer sample and `lightgbm.dask` (uncalibrated test ROC-AUC beside seconds).
 
@@ -31,7 +32,7 @@ import numpy as np
 import polars as pl
 import psutil
 
-ALL = ("simulate", "features", "train", "explain", "campaign", "report")
+ALL = ("simulate", "features", "train", "explain", "campaign", "analysis", "report")
 class Peak:
     """Largest RSS of this process tree while the `with` block runs (GiB)."""
 
@@ -102,6 +103,7 @@ def main():
     p.add_argument("--leakage", default="warn", choices=["warn", "refuse", "ignore"], help="train's leakage check (default warn, as in the report)")
     p.add_argument("--partitions", type=int, help="Dask partitions (default: two per worker thread)")
     p.add_argument("--report-timeout", type=float, default=3600.0, help="seconds before the report subprocess is stopped")
+    p.add_argument("--report-trials", type=int, default=None, help="Optuna trials in the analysis and report stages (default: the report's)")
     a = p.parse_args()
     stages = [s.strip() for s in a.stages.split(",") if s.strip()]
     unknown = sorted(set(stages) - set(ALL))
@@ -149,10 +151,31 @@ def main():
                     plan = campaign(trained, latest, value, top_n=100)
                 record("single", "campaign", pk, rows=plan.height)
 
+        if "analysis" in stages:
+            from trustml.study import Study
+            with Peak() as total:
+                with Peak() as pk:
+                    study = Study.load(n_customers=a.customers, n_months=a.months, seed=a.seed, trials=a.report_trials)
+                    study.table  # noqa: B018 - simulate + features
+                record("single", "a.data", pk, rows=study.table.frame.height)
+                with Peak() as pk:
+                    study.trained  # noqa: B018
+                record("single", "a.train", pk, trials=study.trials, trees=int(study.trained.model.n_iter_))
+                for name in ["comparison", "calibration", "folds", "explanation", "latest", "survival", "economics", "truth",
+                             "whatif_truth", "causal_effects", "causal_truth", "survival_truth"]:
+                    with Peak() as pk:
+                        getattr(study, name)
+                    record("single", f"a.{name}", pk)
+                with Peak() as pk:
+                    study.save(tmp / "artifacts")
+                record("single", "a.save", pk)
+                del study
+            record("single", "analysis", total)
+
         if "report" in stages:
             out = tmp / "report"
             cmd = [str(Path(sys.executable).with_name("trustml")), "report", "--customers", str(a.customers), "--months", str(a.months),
-                   "--out", str(out), "--quiet"]
+                   "--out", str(out), "--quiet", *(["--trials", str(a.report_trials)] if a.report_trials is not None else [])]
             with Peak() as pk:
                 proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 try:

@@ -46,3 +46,16 @@ def test_baselines_fit_the_data():
     assert names == ["logistic regression", "rule: short tenure"]
     no_tenure = flat_table(df.drop("tenure"), m)
     assert sorted(baselines(no_tenure.labelled(), no_tenure.labelled(), no_tenure.registry)) == ["logistic regression"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_bootstrap_auc_equals_scikit_learns_ties_included(seed):
+    from sklearn.metrics import roc_auc_score
+
+    from trustml.evaluate import roc_auc
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 3000))
+    y = rng.random(n) < rng.uniform(0.05, 0.6)
+    y[:2] = [True, False]
+    p = np.round(rng.random(n), int(rng.integers(1, 4)))   # few decimals: many ties
+    assert roc_auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)

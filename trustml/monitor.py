@@ -549,22 +549,33 @@ class NextMonth:
 
 
 def next_month(n_customers: int = 3000, n_months: int = 24, seed: int = 0, *, train_months: int = 18, score_month: int = 21,
-               config=None) -> NextMonth:
+               config=None, changes: tuple = ()) -> NextMonth:
     """Simulate, keep what was known before month `train_months` for training, and build month `score_month`'s snapshot.
 
     The new snapshot's labels are known when its label window ends within the world (score_month
-    < n_months); its features use all events before it. `config`: a `SimConfig`, e.g. with
-    `changes=((18, 'price_rise_unannounced_share', 0.9),)` for more unannounced price rises from month 18.
+    < n_months); its features use all events before it. A negative month counts from the end of the world
+    (-6: six months before it), so the same settings fit any length. `changes`: policy changes
+    ``(month, SimConfig field, value)`` from that month on (negative months likewise), e.g.
+    ``((-6, 'price_rise_unannounced_share', 0.9),)`` for more unannounced price rises from the cut; or pass a
+    whole `config` (a `SimConfig`).
 
     Examples
     --------
     >>> nm = next_month(800, 14, seed=1, train_months=10, score_month=12)
     >>> str(nm.cut), str(nm.month), nm.history.frame["snapshot_date"].max() == nm.cut
     ('2024-11-01', '2025-01-01', True)
+    >>> str(next_month(800, 14, seed=1, train_months=-4, score_month=-2).cut)
+    '2024-11-01'
     """
+    from dataclasses import replace
+
     from trustml.simulator import SimConfig, _month_starts, simulate
+    at = lambda m: n_months + m if m < 0 else m  # noqa: E731
+    train_months, score_month = at(train_months), at(score_month)
     if not 3 <= train_months <= score_month < n_months + 1:
         raise ValueError(f"need 3 <= train_months <= score_month <= n_months, got {train_months}, {score_month}, {n_months}")
+    if changes:
+        config = replace(config or SimConfig(), changes=tuple((at(m), f, v) for m, f, v in changes))
     config = config or SimConfig()
     world = simulate(n_customers, n_months, seed, config=config)
     starts = _month_starts(config.start, n_months + 1)
