@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from trustml.campaigns import analyse, assign, campaign_rows, crm_export, fit_uplift, qini, sample_size, target
+from trustml.campaigns import analyse, assign, campaign_rows, crm_export, fit_uplift, qini, sample_size, target, with_traits
 from trustml.features import Snapshots, build_features
 from trustml.simulator import Campaign, Policy, campaign_effects, simulate
 
@@ -70,3 +70,27 @@ def test_campaign_analysis_on_the_simulator_covers_the_true_effect():
     assert r["ci"][0] <= true_ate <= r["ci"][1] and true_ate < 0
     up = fit_uplift(rows, table.registry.names, seed=0)
     assert up.predict(rows.head(20)).shape == (20,)
+
+
+@pytest.mark.parametrize("learner", ["x", "dr"])
+def test_uplift_learners_find_persuadables_and_sleeping_dogs(learner):
+    rng = np.random.default_rng(3)
+    n = 12_000
+    x = rng.normal(size=(n, 3))
+    effect = np.where(x[:, 0] > 0, -0.15, 0.08)                     # persuadables vs sleeping dogs, on x0 only
+    t = rng.random(n) < 0.5
+    y = (rng.random(n) < 0.25 + 0.05 * x[:, 1] + t * effect).astype(int)
+    rows = pl.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "churned": y, "treated": t})
+    up = fit_uplift(rows, ["a", "b", "c"], seed=0, learner=learner)
+    pred = up.predict(rows)
+    assert pred[effect < 0].mean() < 0 < pred[effect > 0].mean()
+    assert qini(-pred, y, t)["coefficient"] > 0.5 * qini(-effect, y, t)["coefficient"] > 0
+    with pytest.raises(ValueError, match="learner"):
+        fit_uplift(rows, ["a"], learner="s")
+
+
+def test_with_traits_adds_each_levers_revealed_traits(table, world):
+    rows = table.latest().head(200)
+    out, names = with_traits(rows, world.events)
+    assert out.height == 200 and names and all("__revealed_" in n for n in names)
+    assert "respect_for_time__revealed_welcome_rank2" in names and "service_quality__revealed_volume" in names

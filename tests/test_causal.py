@@ -4,7 +4,21 @@ import numpy as np
 import polars as pl
 import pytest
 
-from trustml.causal import CAUSAL_LEVERS, _dml_final, causal_campaign, causal_for_rows, causal_vs_truth, controls_for, exposures, lever_effect, segment_what_if, simulator_truth
+from trustml.causal import (
+    CAUSAL_LEVERS,
+    _dml_final,
+    causal_campaign,
+    causal_for_rows,
+    causal_vs_truth,
+    controls_for,
+    exposures,
+    lever_effect,
+    load_effects,
+    revealed_traits,
+    save_effects,
+    segment_what_if,
+    simulator_truth,
+)
 from trustml.pillars import EVENT_TYPES
 
 
@@ -28,10 +42,17 @@ def test_exposures_are_point_in_time_recency_weighted_and_transformed_by_the_pol
     e = exposures(frame, ev, CAUSAL_LEVERS["empathy"])
     w1, w2 = 0.5 ** (29 / 60), 0.5 ** (28 / 60)
     assert e["observed"][0] == pytest.approx(1 * w1 + 2 * w2)
-    assert e["policy"][0] == pytest.approx(2 * w1 + 2 * w2)  # a 5 stays 5
+    assert e["policy"][0] == pytest.approx(2 * w1 + 3 * w2)  # a 5 can still be better: the score is capped, the experience is not
     m = exposures(frame, ev, CAUSAL_LEVERS["respect_for_time"])
     # B's 1st contact of April is kept by a cap of one; the 2nd and 3rd (ignored) and 4th (ignored) count
     assert m["observed_0"][1] == 0 and m["observed_1"][1] > 0 and m["observed_3"][1] > 0 and m["policy"][1] == 0
+    # revealed tolerance: B engaged with the 1st contact of April, ignored the 2nd-4th; A had no contact (unknown, null)
+    r = revealed_traits(frame, ev, CAUSAL_LEVERS["respect_for_time"])
+    assert r.row(1, named=True) == {"customer_id": "B", "snapshot_date": dt.date(2024, 4, 30), "revealed_welcome_rank1": 1.0,
+                                    "revealed_welcome_rank2": 0.0, "revealed_welcome_rank3": 0.0, "revealed_welcome_rank4": 0.0}
+    assert r.row(0)[2:] == (None, None, None, None)
+    assert revealed_traits(frame.with_columns(snapshot_date=pl.lit(dt.date(2024, 4, 2))), ev, CAUSAL_LEVERS["respect_for_time"]
+                           ).row(1)[2:] == (1.0, None, None, None)   # point in time: the 2nd contact (Apr 2) is not seen yet
 
 
 def test_controls_leave_out_what_the_policy_changes_and_mediators(table):
@@ -103,3 +124,28 @@ def test_causal_campaign_acts_only_where_the_effect_pays(table, world, promises_
     acted = out.filter(pl.col("action") != "no action")
     assert (acted["expected_value"] > 0).all() and (out.filter(pl.col("action") == "no action")["expected_value"] == 0).all()
     assert np.allclose(acted["expected_value"], -acted["causal_points"] / 100 * 500 - 5)
+
+
+def test_effects_round_trip_without_pickle(tmp_path, table, world, promises_effect):
+    rows = table.labelled()
+    contact = lever_effect(rows.filter(pl.col("snapshot_date") >= pl.col("snapshot_date").max() - pl.duration(days=200)),
+                           world.events, table.registry, "respect_for_time")
+    assert any("__revealed_welcome" in c for c in contact.controls) and any("__revealed_volume" in c for c in contact.controls)
+    effects = {"promises": promises_effect, "respect_for_time": contact}
+    folder = save_effects(effects, tmp_path / "effects")
+    assert not [p for p in folder.iterdir() if p.suffix not in (".json", ".parquet", ".txt")]
+    back = load_effects(folder)
+    latest = table.latest().head(300)
+    assert causal_for_rows(back, latest, world.events).equals(causal_for_rows(effects, latest, world.events))
+    # one customer's own events (as the explorer passes them) are enough, even when some event types are absent
+    one = latest.head(1)
+    own = world.events.filter(pl.col("customer_id") == one["customer_id"][0], pl.col("event_type").cast(pl.String) != "ticket_opened")
+    assert causal_for_rows(back, one, own).height == 2
+    for name, e in effects.items():
+        assert back[name].summary() == e.summary() and back[name].ate_on(np.arange(e.per_row.height) % 2 == 0) == e.ate_on(
+            np.arange(e.per_row.height) % 2 == 0)
+    # no raw id is written
+    assert not set(back["promises"].per_row["customer_id"]) & set(rows["customer_id"])
+    (folder / "effects.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="format"):
+        load_effects(folder)

@@ -104,3 +104,75 @@ def test_a_capped_days_since_reads_as_absence_not_as_a_fact():
     assert _phrase(f, 90.0, 400.0) == "no 'usage' in the last 90 days"
     assert _phrase(f, 2.0, 2.0) == "no 'usage' since signup (2 days ago)"
     assert _phrase(f, 12.0, 400.0).endswith(": 12 days")
+
+
+# -- dependence plots of categoricals, and declared directions against what the model learned -----
+
+def _flat_study_parts(direction: int, n: int = 1500, seed: int = 0):
+    """A flat table where churn falls with tenure and depends on the state; `direction` is what the mapping declares."""
+    from trustml.mapping import Mapping, flat_table
+    from trustml.model import train
+    r = np.random.default_rng(seed)
+    tenure = r.integers(0, 72, n)
+    states = np.array([f"S{k:02d}" for k in range(51)])
+    state = states[r.integers(0, 51, n)]
+    p = 1 / (1 + np.exp(-(1.0 - 0.06 * tenure + 1.2 * np.isin(state, states[:10]))))
+    df = pl.DataFrame({"id": [str(i) for i in range(n)], "tenure": tenure, "state": state, "noise": r.normal(size=n),
+                       "left": (r.random(n) < p).astype(int)})
+    m = Mapping.from_dict({"kind": "flat", "columns": {"id": "id", "target": "left", "positive": [1], "negative": [0]},
+                           "source": {"max_categories": 60}, "directions": {"tenure": direction, "noise": 1}})
+    table = flat_table(df, m)
+    trained, split = train(table, trials=0)
+    test = split.frames(table.labelled())[2]
+    return trained, test, explain(trained, test)
+
+
+@pytest.fixture(scope="module")
+def wrong_sign():
+    return _flat_study_parts(+1)
+
+
+def test_a_categorical_dependence_plot_shows_labels_not_codes(wrong_sign):
+    import matplotlib
+    matplotlib.use("Agg")
+    from trustml.explanations import plot_dependence
+    trained, test, expl = wrong_sign
+    ax = plot_dependence(expl, "state", trained, max_categories=60)
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert sorted(ticks) == sorted(set(test["state"].to_list()))   # every label seen, as written; no code
+    # riskiest label first: the ten risky states lead the order
+    assert len(set(ticks[:10]) & {f"S{k:02d}" for k in range(10)}) >= 8
+    few = plot_dependence(expl, "state", trained, max_categories=5)
+    assert len(few.get_xticklabels()) == 5 and "rarer categories not shown" in few.get_title()
+    num = plot_dependence(expl, "tenure", trained)
+    assert num.get_xlabel().startswith("tenure") and len(num.collections[0].get_offsets()) == test.height
+
+
+def test_a_declared_direction_the_model_contradicts_is_flagged(wrong_sign):
+    from trustml.explanations import direction_check
+    trained, test, expl = wrong_sign
+    check = direction_check(expl, trained.registry, test["churned"])
+    row = check.table.filter(pl.col("feature") == "tenure").row(0, named=True)
+    assert (row["declared"], row["learned"], row["verdict"]) == (1, -1, "contradicts") and row["strength"] < -0.3
+    assert len(check.warnings) == 1 and check.warnings[0].startswith("tenure: declared +1") and "opposite" in check.warnings[0]
+    # the trees fit a shape to pure noise too (a strong rank correlation with its SHAP value), but it does not hold out
+    noise = check.table.filter(pl.col("feature") == "noise").row(0, named=True)
+    assert noise["verdict"] in ("not confirmed", "unclear", "unused"), noise
+    assert "state" not in check.table["feature"].to_list()   # a category has no direction
+
+
+def test_a_declared_direction_the_model_agrees_with_is_not_flagged():
+    from trustml.explanations import direction_check
+    trained, test, expl = _flat_study_parts(-1)
+    check = direction_check(expl, trained.registry, test["churned"])
+    assert check.table.filter(pl.col("feature") == "tenure")["verdict"][0] == "agrees" and check.warnings == []
+    # a monotone-constrained model cannot contradict: the data's own association is read instead
+    data = direction_check(expl, trained.registry, test["churned"], constrained=True)
+    assert data.table.filter(pl.col("feature") == "tenure").row(0, named=True)["measured_on"] == "data (churn label)"
+    assert data.table.filter(pl.col("feature") == "tenure")["verdict"][0] == "agrees"
+    wrong = direction_check(expl, trained.registry.__class__(tuple(
+        __import__("dataclasses").replace(f, direction=1) if f.name == "tenure" else f for f in trained.registry)),
+        test["churned"], constrained=True)
+    assert wrong.table.filter(pl.col("feature") == "tenure")["verdict"][0] == "contradicts" and "in the data" in wrong.warnings[0]
+    with pytest.raises(ValueError, match="labels"):
+        direction_check(expl, trained.registry, test["churned"].head(5))

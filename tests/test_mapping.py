@@ -413,6 +413,7 @@ def test_cli_mapping_drafts_a_file(tmp_path, capsys):
     main(["mapping", str(tmp_path / "bank.csv"), "--out", str(tmp_path / "m.toml")])
     m = load_mapping(tmp_path / "m.toml")
     assert m.target == "Exited" and "RowNumber" in m.drop
+    assert (m.positive, m.negative) == ((True,), (False,))   # True/False in the file: TOML booleans, not lower-cased text
     with pytest.raises(SystemExit):
         main(["mapping", str(tmp_path / "bank.csv"), "--out", str(tmp_path / "m.toml")])   # exists: not overwritten silently
 
@@ -518,3 +519,122 @@ def test_the_tuning_budget_can_be_set_in_the_mapping(tmp_path):
     m.write_text('kind = "flat"\n[columns]\nid = "id"\ntarget = "y"\n[model]\ntrials = -1\n')
     with pytest.raises(ContractError, match="model.trials"):
         Study.load(data, m)
+
+
+# -- flat tables have no snapshot date: nothing shows an invented 1970-01-01 ----------------------
+
+def _dated_text(path) -> list[str]:
+    """Dates a written file shows: any value of a date/datetime column of a parquet file, 1970 dates in other text."""
+    import re
+    if path.suffix == ".parquet":
+        df = pl.read_parquet(path)
+        return [str(v) for c, t in df.schema.items() if t == pl.Date or isinstance(t, pl.Datetime) for v in df[c].drop_nulls()]
+    return re.findall(r"1970-\d\d-\d\d", path.read_text(errors="replace"))
+
+
+def _flat_files(tmp_path, n=300, seed=3):
+    r = np.random.default_rng(seed)
+    tenure = r.integers(0, 60, n)
+    y = r.random(n) < 1 / (1 + np.exp(0.06 * tenure - 0.5))
+    data = tmp_path / "flat.csv"
+    pl.DataFrame({"id": [f"{i:05d}" for i in range(n)], "tenure": tenure, "plan": r.choice(["basic", "pro"], n),
+                  "tickets": r.poisson(2, n), "monthly": r.uniform(10, 90, n).round(2),
+                  "left": np.where(y, "True", "False")}).write_csv(data)
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('kind = "flat"\n[columns]\nid = "id"\ntarget = "left"\npositive = ["True"]\nnegative = ["False"]\n'
+                       'monthly_value = "monthly"\n[pillars]\nservice_quality = ["tickets"]\naccount = ["tenure", "plan"]\n'
+                       '[actionable]\nplan = ["basic", "pro"]\n')
+    return data, mapping
+
+
+def test_a_flat_table_shows_no_snapshot_date_on_the_command_line(tmp_path, capsys):
+    from trustml.features import FeatureTable
+    data, mapping = _flat_files(tmp_path)
+    f, m, out = tmp_path / "f.parquet", tmp_path / "model", tmp_path / "out"
+    out.mkdir()
+    main(["features", "--data", str(data), "--mapping", str(mapping), "--out", str(f)])
+    main(["train", "--features", str(f), "--out", str(m), "--trials", "0", "--quiet"])
+    main(["evaluate", "--features", str(f), "--model", str(m), "--out", str(out / "metrics.csv")])
+    main(["explain", "--features", str(f), "--model", str(m), "--out", str(out / "explanations.parquet"), "--quiet"])
+    main(["playbook", "--features", str(f), "--model", str(m), "--out", str(out / "playbook.csv"), "--mapping", str(mapping)])
+    main(["score", "--model", str(m), "--data", str(data), "--mapping", str(mapping), "--out", str(out / "scored.csv")])
+    main(["score", "--model", str(m), "--data", str(data), "--mapping", str(mapping), "--out", str(out / "scored.parquet")])
+    printed = capsys.readouterr().out
+    table = FeatureTable.read(f)
+    assert table.is_flat and table.as_of is None and table.frame["snapshot_date"].null_count() == table.frame.height
+    assert table.latest().height == table.frame.height   # internal code that needs "the latest snapshot" still works
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".csv", ".json", ".parquet", ".txt")]
+    assert len(files) >= 8
+    dates = {str(p.relative_to(tmp_path)): d for p in files if (d := _dated_text(p))}
+    assert dates == {}, dates
+    assert "1970" not in printed
+    assert pl.read_csv(out / "scored.csv")["snapshot_date"].null_count() == 300
+
+
+def test_a_flat_study_shows_no_snapshot_date_in_summaries_tables_and_the_model_card(tmp_path):
+    import json
+
+    from trustml.explanations import explanations_frame, reason_codes
+    from trustml.whatif import campaign, what_if
+    data, mapping = _flat_files(tmp_path)
+    study = Study.load(data, mapping, trials=0)
+    shown = [study.summary(), json.dumps(study.model_card(), default=str), str(study.comparison), str(study.calibration),
+             str(study.folds), str(study.pillars), str(reason_codes(study.trained, study.riskiest(5))),
+             str(campaign(study.trained, study.latest, study.value(study.latest), top_n=5)),
+             what_if(study.trained, study.riskiest(1), {"plan": "pro"}).summary(),
+             str(explanations_frame(study.trained, study.test, study.explanation))]
+    assert not [s for s in shown if "1970" in s]
+    study.write(tmp_path / "results")
+    files = [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
+    assert any(p.name == "features.parquet" for p in files)
+    assert {str(p.name): d for p in files if p.suffix in (".csv", ".json", ".parquet") and (d := _dated_text(p))} == {}
+
+
+# -- drafts that fit the file as it comes: a status with a third value, wide categories, directions, tenure ---------
+
+def _telecom(n=400, seed=5):
+    r = np.random.default_rng(seed)
+    weeks = r.integers(1, 200, n)
+    calls = r.poisson(1.5, n)
+    y = r.random(n) < 1 / (1 + np.exp(-(-0.3 - 0.02 * weeks + 0.6 * calls)))
+    status = np.where(y, "Churned", "Stayed").astype(object)
+    status[::25] = "Unknown"
+    return pl.DataFrame({"State": [f"S{k:02d}" for k in r.integers(0, 51, n)], "Tenure": weeks, "CustServCalls": calls,
+                         "Status": status})
+
+
+def test_draft_of_a_table_with_a_third_status_value_and_a_wide_category_runs_as_drafted():
+    from trustml.mapping import draft_mapping
+    df = _telecom()
+    text = draft_mapping(df, "telecom.csv")
+    m = Mapping.from_dict(tomllib.loads(text))
+    assert (m.target, m.positive, m.negative, m.id) == ("Status", ("Churned",), ("Stayed",), None)
+    assert m.rows == {"exclude": {"Status": ["Unknown"]}} and m.max_categories("State") == 51
+    assert "CustServCalls" in m.pillars["service_quality"] and m.tenure == "Tenure"
+    # directions are suggested from the file's own churn rates, commented out for the user to confirm
+    assert "# CustServCalls = +1" in text and "# Tenure = -1" in text and not m.directions
+    t = flat_table(df, m, source="telecom.csv")   # the draft runs unedited
+    assert t.frame.height == 384 and "State" in t.registry.names and t.registry["State"].categorical
+
+
+def test_tenure_is_a_flat_table_column_only():
+    m = _flat({"columns": {"target": "Status", "positive": ["Churned"], "negative": ["Stayed"], "tenure": "Tenure"},
+               "rows": {"exclude": {"Status": ["Unknown"]}}, "source": {"max_categories": 60}})
+    t = flat_table(_telecom(), m)
+    assert m.tenure == "Tenure" and "Tenure" in t.frame.columns
+    with pytest.raises(ContractError, match="named in the mapping"):
+        flat_table(_telecom().drop("Tenure"), m)
+    with pytest.raises(ContractError, match="columns.tenure"):
+        _events_mapping(columns={"id": "cid", "timestamp": "when", "event_type": "kind", "tenure": "t"})
+
+
+def test_subscriptions_with_an_inactivity_definition_are_warned(tmp_path):
+    from trustml.mapping import read_subscriptions
+    m = _renewals(tmp_path)
+    m = Mapping.from_dict({"kind": "events", "columns": {"id": "acct", "timestamp": "at", "event_type": "what"},
+                           "subscriptions": m.subscriptions, "churn": {"as_of": "2024-07-01", "definition": "inactivity"}},
+                          origin=m.origin)
+    w = DataWarnings()
+    subs, path = read_subscriptions(m, tmp_path / "log.csv")
+    event_tables(read_data(tmp_path / "log.csv", m), m, source="log.csv", subscriptions=subs, subscriptions_source=str(path), warnings=w)
+    assert any("subscription ends are not used" in p.problem for p in w)

@@ -134,3 +134,61 @@ def test_campaign_leaves_the_world_before_it_alone_and_has_sleeping_dogs():
     assert good.filter("abuser")["cost"].min() > good.filter(~pl.col("abuser"))["cost"].max()
     with pytest.raises(ValueError, match="offer"):
         Campaign("free_pizza", month=3)
+
+
+def _fingerprint(frames) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for name, df in frames:
+        h.update(name.encode())
+        h.update(repr(df.schema).encode())
+        h.update(df.write_csv().encode())
+    return h.hexdigest()
+
+
+def test_the_default_world_is_unchanged_by_optional_features():
+    # fingerprints computed from the simulator before the values pillar was added (schema + every value):
+    # an opt-in feature (values events, campaigns) must never move the default world or its true effects
+    w = simulate(1500, 18, seed=3)
+    assert _fingerprint([("customers", w.customers), ("events", w.events), ("truth", w.truth)]) == \
+        "56d4fc1ab6610b797af7a066fddf637967cd8bb20087cec14182b0300ef190f7"
+    e = true_effects(600, 12, 2, {"keep": Policy(keep_promises=True), "cap": Policy(max_marketing_per_month=1),
+                                  "camp": Policy(campaign=Campaign("discount", 6))})
+    assert _fingerprint([("effects", e)]) == "9e11d4d2f49d1ef262b10a7eef3ce0db6a345fb7ceef1f506f22b02b9f16fb51"
+
+
+def test_values_events_move_trust_most_for_customers_who_care():
+    from trustml.features import DEFAULT_SPEC, VALUES_SPEC, Snapshots, build_features
+    from trustml.simulator import _Block
+    cfg = SimConfig(values_events=True)
+    w = simulate(2000, 18, seed=3, config=cfg)
+    validate(w.customers, w.events, as_of=w.as_of)
+    counts = dict(w.events.group_by(pl.col("event_type").cast(pl.String)).len().iter_rows())
+    assert all(counts.get(t, 0) > 0 for t in ("ethics_incident", "values_commitment", "values_complaint")), counts
+    # the other pillars' draws are untouched: same customers, same non-values events
+    base = simulate(2000, 18, seed=3)
+    assert w.customers.equals(base.customers)
+    first = w.events.filter(pl.col("event_type").cast(pl.String).is_in(["ethics_incident", "values_commitment"]))["timestamp"].min()
+    # (referral timestamps are drawn in one vector over all months, so later referrals shift earlier ones' times)
+    before = lambda ev: ev.with_columns(pl.col("event_type").cast(pl.String)).filter(  # noqa: E731
+        pl.col("timestamp") < first.replace(day=1), ~pl.col("event_type").str.starts_with("values_"),
+        pl.col("event_type") != "referral_given")
+    assert before(w.events).height > 0 and before(w.events).equals(before(base.events))
+    cut = pl.col("month_start") <= first.date()
+    assert w.truth.filter(cut).drop("contrib_values").equals(base.truth.filter(cut))
+    # values features through the normal feature specs
+    table = build_features(w.customers, w.events, Snapshots(), DEFAULT_SPEC + VALUES_SPEC, as_of=w.as_of)
+    values = [f.name for f in table.registry if f.pillar == "values"]
+    assert len(values) == len(VALUES_SPEC) and table.frame["ethics_incident__decayed_365d_hl60"].max() > 0
+    # the truth: values trust enters the churn logit, and an incident costs those who care far more
+    assert "contrib_values" in w.truth.columns and "contrib_values" not in base.truth.columns
+    block = _Block(1, 2000, 18, seed=3, block=0, cfg=cfg)
+    grids, _ = block.play(Policy())
+    v = block.values_state()
+    hit = v["exposed_inc"].any(axis=1)
+    harm = grids["contrib"]["values"].max(axis=1)   # highest (most churn-raising) values contribution, per customer
+    assert harm[hit & v["cares"]].mean() > 3 * harm[hit & ~v["cares"]].mean() > 0
+    # churn is higher with values events than without for those who care (same draws otherwise)
+    g0, _ = _Block(1, 2000, 18, seed=3, block=0, cfg=SimConfig()).play(Policy())
+    lift = (grids["hazard"] - g0["hazard"])[v["exposed_inc"]]
+    assert lift.mean() > 0

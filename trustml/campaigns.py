@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 __all__ = ["sample_size", "assign", "crm_export", "campaign_rows", "analyse", "Uplift", "fit_uplift", "qini", "target",
-           "simulated_campaign", "plot_qini",
+           "simulated_campaign", "plot_qini", "with_traits",
            "UPLIFT_PARAMS"]
 
 UPLIFT_PARAMS = dict(n_estimators=300, learning_rate=0.03, num_leaves=8, min_child_samples=50, colsample_bytree=0.7,
@@ -114,6 +114,8 @@ class Uplift:
     T-learner: one LightGBM churn model per arm. X-learner (default): then each arm's imputed
     individual effects (observed outcome minus the other arm's model) are regressed on the
     features and averaged, which smooths the T-learner's noise when effects are small.
+    DR-learner: the doubly robust pseudo-outcome (the T-learner's difference corrected by each
+    row's residual over its known assignment probability), cross-fitted, regressed on the features.
     """
 
     treated_model: object
@@ -140,10 +142,14 @@ class Uplift:
 
 
 def fit_uplift(rows: pl.DataFrame, features: list[str], *, outcome: str = "churned", arm: str = "treated", seed: int = 0,
-               learner: str = "x") -> Uplift:
-    """Fit a T- or X-learner (`learner` 't' or 'x') on a randomised campaign's rows (pre-campaign `features`, arm, outcome)."""
-    if learner not in ("t", "x"):
-        raise ValueError(f"learner must be 't' or 'x', got {learner!r}")
+               learner: str = "x", folds: int = 3) -> Uplift:
+    """Fit a T-, X- or DR-learner (`learner` 't', 'x' or 'dr') on a randomised campaign's rows (pre-campaign `features`, arm, outcome).
+
+    The DR-learner uses the campaign's own assignment share as the (known) propensity and
+    cross-fits the arm models over `folds` folds.
+    """
+    if learner not in ("t", "x", "dr"):
+        raise ValueError(f"learner must be 't', 'x' or 'dr', got {learner!r}")
     import lightgbm as lgb
 
     from trustml.causal import _categories, _matrix
@@ -158,6 +164,16 @@ def fit_uplift(rows: pl.DataFrame, features: list[str], *, outcome: str = "churn
         d1 = y[t] - m0.predict_proba(X[t])[:, 1]          # offered: what happened minus what would have without
         d0 = m1.predict_proba(X[~t])[:, 1] - y[~t]         # not offered: what would have with the offer minus what happened
         effect_models = (lgb.LGBMRegressor(**params).fit(X[t], d1), lgb.LGBMRegressor(**params).fit(X[~t], d0))
+    elif learner == "dr":
+        e = t.mean()                                        # randomised: the propensity is the assignment share
+        mu1, mu0 = np.zeros(len(y)), np.zeros(len(y))
+        fold = np.random.default_rng(seed).integers(0, folds, len(y))
+        for k in range(folds):
+            tr, te = fold != k, fold == k
+            mu1[te] = lgb.LGBMClassifier(**params).fit(X[tr & t], y[tr & t]).predict_proba(X[te])[:, 1]
+            mu0[te] = lgb.LGBMClassifier(**params).fit(X[tr & ~t], y[tr & ~t]).predict_proba(X[te])[:, 1]
+        pseudo = mu1 - mu0 + t * (y - mu1) / e - (~t) * (y - mu0) / (1 - e)
+        effect_models = (lgb.LGBMRegressor(**{**params, "min_child_samples": 200}).fit(X, pseudo),)
     return Uplift(m1, m0, list(features), cats, effect_models)
 
 
@@ -196,16 +212,32 @@ def target(benefit: np.ndarray, value: np.ndarray, cost: np.ndarray) -> np.ndarr
     return ev > 0
 
 
+def with_traits(rows: pl.DataFrame, events: pl.DataFrame, *, id_column: str = "customer_id") -> tuple[pl.DataFrame, list[str]]:
+    """`rows` with each causal lever's revealed per-customer traits added (see `causal.revealed_traits`), and their names.
+
+    E.g. the share of 2nd, 3rd, 4th+ contacts of a month the customer engaged with: who welcomes
+    contact and who is pushed away by it, the heterogeneity a contacting offer meets.
+    """
+    from trustml.causal import lever_traits
+    tr = lever_traits(rows, events, id_column=id_column).drop(id_column, "snapshot_date")
+    rows = pl.concat([rows, tr], how="horizontal")
+    names = tr.columns
+    return rows, names
+
+
 def simulated_campaign(campaign, *, n_customers: int = 20_000, n_months: int = 24, seed: int = 0, horizon_months: int = 3,
-                       value_months: float = 12.0, holdout: float = 0.5) -> dict:
+                       value_months: float = 12.0, learner: str = "x", traits: bool = True) -> dict:
     """Run `campaign` (a `simulator.Campaign`) in the simulator and read it as a retention team would, then check with truth.
 
-    Returns 'analysis' (`analyse` on the campaign's customers), 'true_ate', 'qini_model' and
-    'qini_oracle' (held-out customers: the uplift model's ranking vs ranking by the true effect),
-    'money' (held-out customers valued with the true effects: persuadables targeted by expected
-    value net of cost, the same number of riskiest customers, everyone, and the oracle's choice),
-    'rows' (the campaign's customers with the truth joined) and 'harmful_share' (true effect > 0).
-    A kept customer is worth `value_months` months of their price.
+    Every customer is scored by an uplift model fitted on the other half (2-fold cross-fitting), so
+    all are held out once. Returns 'analysis' (`analyse` on the campaign's customers), 'true_ate',
+    'qini_model' and 'qini_oracle' (the uplift model's ranking vs ranking by the true effect),
+    'spearman_truth' (uplift model vs true effects, per customer), 'money' (valued with the true
+    effects: persuadables targeted by expected value net of cost, the same number of riskiest
+    customers, everyone, and the oracle's choice), 'rows' (the campaign's customers with the truth
+    joined) and 'harmful_share' (true effect > 0).
+    A kept customer is worth `value_months` months of their price. The uplift model (`learner`, see
+    `fit_uplift`) sees the pre-campaign features and, with `traits`, each lever's revealed traits (`with_traits`).
     """
     import datetime as dt
 
@@ -222,25 +254,37 @@ def simulated_campaign(campaign, *, n_customers: int = 20_000, n_months: int = 2
     rows = rows.join(truth.select("customer_id", "effect", "cost", "monthly_price"), on="customer_id", how="left").with_columns(
         pl.col("effect").fill_null(0.0), pl.col("cost").fill_null(float(truth["cost"].mean())),
         value=pl.col("monthly_price").fill_null(pl.col("monthly_price").mean()) * value_months)
-    held = np.random.default_rng(seed).random(rows.height) < holdout
-    fit, test = rows.filter(pl.Series(~held)), rows.filter(pl.Series(held))
-    up = fit_uplift(fit, table.registry.names, seed=seed)
-    p0 = up.churn(test)[1]
-    benefit = -up.predict(test)
-    y, t = test["churned"].to_numpy(), test["treated"].to_numpy()
-    value, cost, eff = test["value"].to_numpy(), test["cost"].to_numpy(), test["effect"].to_numpy()
+    features = list(table.registry.names)
+    if traits:
+        rows, extra = with_traits(rows, world.events)
+        features += extra
+    # cross-fitted: each customer is scored by the model fitted on the other fold, so every customer is
+    # held out once and all of them are compared (less noise than one held-out half)
+    fold = np.random.default_rng(seed).random(rows.height) < 0.5
+    benefit, p0 = np.zeros(rows.height), np.zeros(rows.height)
+    models = []
+    for k in (False, True):
+        up = fit_uplift(rows.filter(pl.Series(fold != k)), features, seed=seed, learner=learner)
+        test = rows.filter(pl.Series(fold == k))
+        benefit[fold == k] = -up.predict(test)
+        p0[fold == k] = up.churn(test)[1]
+        models.append(up)
+    y, t = rows["churned"].to_numpy(), rows["treated"].to_numpy()
+    value, cost, eff = rows["value"].to_numpy(), rows["cost"].to_numpy(), rows["effect"].to_numpy()
     gain = -eff * value - cost
     pick = target(benefit, value, cost)
-    risky = np.zeros(len(test), bool)
+    risky = np.zeros(rows.height, bool)
     risky[np.argsort(-p0, kind="stable")[:int(pick.sum())]] = True
     plans = {"persuadables (uplift, net of cost)": pick, "riskiest (same number)": risky,
-             "everyone": np.ones(len(test), bool), "oracle (true effects)": gain > 0}
+             "everyone": np.ones(rows.height, bool), "oracle (true effects)": gain > 0}
     money = pl.DataFrame({"targeting": list(plans), "offers": [int(v.sum()) for v in plans.values()],
                           "money": [float(gain[v].sum()) for v in plans.values()],
                           "churners_kept": [float(-eff[v].sum()) for v in plans.values()]})
-    return {"analysis": analyse(rows), "true_ate": float(rows["effect"].mean()), "rows": rows, "uplift": up,
+    from scipy.stats import spearmanr
+    return {"analysis": analyse(rows), "true_ate": float(rows["effect"].mean()), "rows": rows, "uplift": models[0],
             "qini_model": qini(benefit, y, t), "qini_oracle": qini(-eff, y, t), "money": money,
-            "harmful_share": float((rows["effect"] > 0).mean()), "held_out": int(held.sum())}
+            "spearman_truth": float(spearmanr(benefit, -eff).statistic),
+            "harmful_share": float((rows["effect"] > 0).mean()), "held_out": rows.height}
 
 
 def plot_qini(result: dict, ax=None):

@@ -14,15 +14,22 @@ snapshot date ``d``):
 The lever acts on its *exposure*: a recency-weighted sum over the customer's events of that
 kind before ``d`` (weight ``0.5 ** (age_days / half_life_days)``, last 365 days), e.g. broken
 promises, or agent empathy scores minus 3. The policy's exposure is the same sum with each
-event as the policy makes it (no promise broken; every empathy score one point higher, at most
-5; resolution hours divided by 3; no marketing contact beyond the first in a calendar month; no
-price change unannounced). With a partially linear model ``Y = theta(x) . T + g(x) + e`` (T: the exposure components),
+event as the policy makes it (no promise broken; every empathy score one point higher, a 5 too:
+the score is capped, the experience is not; resolution hours divided by 3; no marketing contact
+beyond the first in a calendar month; no price change unannounced). With a partially linear model ``Y = theta(x) . T + g(x) + e`` (T: the exposure components),
 ``tau_i = theta(x_i) . (T_policy,i - T_i)`` and the average effect is the mean of ``tau_i`` over
 the rows. Assumptions: no unobserved confounding given the controls (every feature except the
-lever's own and its known mediators: referrals, CSAT, reopened tickets), no selection on hidden
-effect modifiers among the customers still active at ``d``, overlap (the exposure
-is not a deterministic function of the controls; `overlap` measures it), and effects linear in
-the exposure for one customer.
+lever's own and its known mediators: referrals, CSAT, reopened tickets; plus every lever's
+*revealed traits*, `lever_traits`: e.g. which contacts of a month the customer engages with, how
+many tickets and promises they had), overlap (the exposure is not a deterministic function of the
+controls; `overlap` measures it), and effects linear in the exposure for one customer.
+
+Survivor selection: the rows are customers still active at ``d``. Customers contacted a lot who
+stayed are those who tolerate contact, so among survivors heavy exposure goes with a hidden trait
+that lowers churn, and the features alone make the lever look weaker than it is. The revealed
+traits measure such traits from the customer's own behaviour (a contact-averse customer ignores
+the 2nd contact of a month), which is what corrects it (`lever_effect(..., traits=False)` shows
+the estimate without them).
 
 Estimator: EconML's `LinearDML` residualises churn and the exposure on the controls with LightGBM
 (one thread, seeded), cross-fitted with folds grouped by customer (no customer in two folds). The
@@ -49,6 +56,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -57,9 +65,9 @@ from trustml.features import FeatureRegistry
 from trustml.pillars import PILLARS
 from trustml.privacy import pseudonymise
 
-__all__ = ["CausalLever", "CAUSAL_LEVERS", "LeverEffect", "exposures", "controls_for", "overlap", "lever_effect",
+__all__ = ["CausalLever", "CAUSAL_LEVERS", "LeverEffect", "exposures", "revealed_traits", "lever_traits", "controls_for", "overlap", "lever_effect",
            "lever_effects", "simulator_truth", "causal_vs_truth", "causal_for_rows", "MODEL_SETTINGS", "SegmentWhatIf",
-           "segment_what_if", "causal_campaign", "NUISANCE_PARAMS"]
+           "segment_what_if", "causal_campaign", "NUISANCE_PARAMS", "save_effects", "load_effects"]
 
 # LightGBM nuisance models: small trees, slow learning, like the churn model's defaults (TRAIN_DEFAULTS)
 NUISANCE_PARAMS = dict(n_estimators=200, learning_rate=0.06, num_leaves=8, min_child_samples=100,
@@ -87,17 +95,27 @@ class CausalLever:
     policy: dict = field(default_factory=dict)
     mediators: tuple[str, ...] = ("referral_given",)
     unit: str = "events (recency-weighted)"
+    # revealed traits: (name, numerator, denominator) expressions of the same event columns, giving per-customer
+    # rates over the window (unweighted) used as extra controls, e.g. the share of 2nd+ contacts of a month the
+    # customer engaged with: what they welcome, revealed by their own behaviour (null when never seen)
+    revealed: Callable[[], list[tuple[str, pl.Expr, pl.Expr]]] = field(default=lambda: [])
+    # event types the policy does not change whose recency-weighted count (same weights as the exposure) is a
+    # control: how much of the lever's situation the customer had (tickets, promises made, price changes), so
+    # the exposure's coefficient compares customers with as many tickets, but handled differently
+    volume: tuple[str, ...] = ()
 
 
 CAUSAL_LEVERS: dict[str, CausalLever] = {
     "promises": CausalLever(
         "promises", ("promise_broken",), lambda: [pl.lit(1.0)], lambda: [pl.lit(0.0)],
-        ("promise_broken", "promise_kept"), "keep every promise (no promise broken)", {"keep_promises": True}),
+        ("promise_broken", "promise_kept"), "keep every promise (no promise broken)", {"keep_promises": True},
+        volume=("promise_made",)),
     "empathy": CausalLever(
         "empathy", ("empathy_score",), lambda: [pl.col("value") - 3.0],
-        lambda: [pl.min_horizontal(pl.col("value") + 1.0, pl.lit(5.0)) - 3.0],
-        ("empathy_score", "csat_score"), "every support contact one empathy point better (at most 5)",
-        {"empathy_boost": 1.0}, unit="empathy points above 3 (recency-weighted)"),
+        # a contact scored 5 can still be better: the score is capped, the experience is not (linear beyond the scale)
+        lambda: [pl.col("value") + 1.0 - 3.0],
+        ("empathy_score", "csat_score"), "every support contact one empathy point better",
+        {"empathy_boost": 1.0}, unit="empathy points above 3 (recency-weighted)", volume=("ticket_opened",)),
     # contact fatigue is not linear: the 2nd contact of a month is welcome to most, the 4th to few, and a
     # contact the customer ignored hints it was one too many; so rank x engagement are separate exposures
     "respect_for_time": CausalLever(
@@ -106,18 +124,22 @@ CAUSAL_LEVERS: dict[str, CausalLever] = {
                  for lo, hi in ((2, 3), (4, 99)) for engaged in (1, 0)],
         lambda: [pl.lit(0.0)] * 4,
         ("marketing_contact", "marketing_engagement"), "at most one marketing contact a month",
-        {"max_marketing_per_month": 1}, unit="2nd-3rd and 4th+ contacts of a month, engaged / ignored (recency-weighted)"),
+        {"max_marketing_per_month": 1}, unit="2nd-3rd and 4th+ contacts of a month, engaged / ignored (recency-weighted)",
+        revealed=lambda: [(f"welcome_rank{lo}", ((pl.col("month_rank") >= lo) & (pl.col("month_rank") <= hi)).cast(pl.Float64)
+                           * pl.col("value").fill_null(0), ((pl.col("month_rank") >= lo) & (pl.col("month_rank") <= hi)).cast(pl.Float64))
+                          for lo, hi in ((1, 1), (2, 2), (3, 3), (4, 99))]),
     "transparency": CausalLever(
         "transparency", ("price_change_unannounced",), lambda: [pl.lit(1.0)], lambda: [pl.lit(0.0)],
         ("price_change_unannounced", "price_change_announced"), "announce every price change",
-        {"announce_price_changes": True}),
+        {"announce_price_changes": True}, volume=("price_change_announced", "price_change_unannounced")),
     # first-day resolution (the usual service-level target) and slow (> 3 days) resolutions
     "service_quality": CausalLever(
         "service_quality", ("ticket_resolved",),
         lambda: [(pl.col("value") < 24).cast(pl.Float64), (pl.col("value") > 72).cast(pl.Float64)],
         lambda: [(pl.col("value") / 3.0 < 24).cast(pl.Float64), (pl.col("value") / 3.0 > 72).cast(pl.Float64)],
         ("resolution_hours", "ticket_reopened", "csat_score"), "resolve tickets three times faster",
-        {"resolution_speedup": 3.0}, unit="tickets resolved within a day; after 3 days (recency-weighted)"),
+        {"resolution_speedup": 3.0}, unit="tickets resolved within a day; after 3 days (recency-weighted)",
+        volume=("ticket_opened",)),
 }
 
 
@@ -129,26 +151,81 @@ def exposures(frame: pl.DataFrame, events: pl.DataFrame, lever: CausalLever, *, 
     with ``observed_k`` and ``policy_k`` per exposure component k (0 when the customer had no
     such event), and their sums ``observed`` and ``policy``.
     """
-    keys = frame.select(id_column, "snapshot_date").with_row_index("_row")
     obs, pol = lever.exposure(), lever.counterfactual()
     k = range(len(obs))
-    ev = (events.lazy().filter(pl.col("event_type").cast(pl.String).is_in(list(lever.events)))
+    out = _event_sums(frame, events, lever.events, [*obs, *pol], half_life_days=half_life_days, window_days=window_days,
+                      id_column=id_column)
+    out = out.rename({**{f"_s{i}": f"observed_{i}" for i in k}, **{f"_s{len(obs) + i}": f"policy_{i}" for i in k}})
+    return out.with_columns(observed=pl.sum_horizontal([f"observed_{i}" for i in k]),
+                            policy=pl.sum_horizontal([f"policy_{i}" for i in k]))
+
+
+def revealed_traits(frame: pl.DataFrame, events: pl.DataFrame, lever: CausalLever, *, half_life_days: float = 60.0,
+                    window_days: int = 365, id_column: str = "customer_id") -> pl.DataFrame:
+    """The lever's own extra controls per row: revealed per-customer traits and the volume of its situation.
+
+    ``revealed_<name>``: unweighted rates over the lever's events strictly before the snapshot date
+    within `window_days` (e.g. the share of 2nd contacts of a month the customer engaged with: the
+    contact they welcome, revealed by their behaviour), null where the customer had no such event.
+    ``revealed_volume``: the recency-weighted count of `lever.volume` events (which the policy does
+    not change), weighted like the exposure. Used as extra controls by `lever_effect`.
+    """
+    out = frame.select(id_column, "snapshot_date")
+    rev = lever.revealed()
+    if rev:
+        exprs = [e for _, num, den in rev for e in (num, den)]
+        sums = _event_sums(frame, events, lever.events, exprs, half_life_days=None, window_days=window_days, id_column=id_column)
+        out = out.with_columns(sums.select(*[
+            pl.when(pl.col(f"_s{2 * j + 1}") > 0).then(pl.col(f"_s{2 * j}") / pl.col(f"_s{2 * j + 1}")).otherwise(None).alias(f"revealed_{name}")
+            for j, (name, _, _) in enumerate(rev)]))
+    if lever.volume:
+        vol = _event_sums(frame, events, lever.volume, [pl.lit(1.0)], half_life_days=half_life_days, window_days=window_days,
+                          id_column=id_column)
+        out = out.with_columns(revealed_volume=vol["_s0"])
+    return out
+
+
+def lever_traits(frame: pl.DataFrame, events: pl.DataFrame, *, half_life_days: float = 60.0, window_days: int = 365,
+                 id_column: str = "customer_id", levers=None) -> pl.DataFrame:
+    """Every causal lever's `revealed_traits` whose events the data has, per row, named ``<lever>__revealed_<name>``.
+
+    Pre-existing per-customer traits that no other lever's policy changes (what contact a customer
+    welcomes, how many tickets or promises they had), so every lever's effect is adjusted for all of
+    them: among customers still active, they carry the survivor selection on hidden traits.
+    `levers`: which levers' traits (default: those whose events the data has).
+    """
+    if levers is None:
+        have = set(events["event_type"].cast(pl.String).unique().to_list())
+        levers = [n for n, lv in CAUSAL_LEVERS.items() if set(lv.events) <= have]
+    out = frame.select(id_column, "snapshot_date")
+    for name, lever in CAUSAL_LEVERS.items():
+        if name in levers:
+            tr = revealed_traits(frame, events, lever, half_life_days=half_life_days, window_days=window_days, id_column=id_column)
+            tr = tr.drop(id_column, "snapshot_date")
+            out = out.with_columns(tr.rename({c: f"{name}__{c}" for c in tr.columns}))
+    return out
+
+
+def _event_sums(frame: pl.DataFrame, events: pl.DataFrame, types, exprs: list[pl.Expr], *, half_life_days: float | None,
+                window_days: int, id_column: str) -> pl.DataFrame:
+    """Per row of `frame`: sum over the customer's events of `types` before the snapshot date of each expression x weight."""
+    keys = frame.select(id_column, "snapshot_date").with_row_index("_row")
+    k = range(len(exprs))
+    ev = (events.lazy().filter(pl.col("event_type").cast(pl.String).is_in(list(types)))
           .select(id_column, "timestamp", "value", pl.col("event_type").cast(pl.String))
           .with_columns(month_rank=pl.int_range(1, pl.len() + 1).over(id_column, "event_type", pl.col("timestamp").dt.truncate("1mo"),
                                                                       order_by="timestamp"))
-          .with_columns(*[e.alias(f"_o{i}") for i, e in enumerate(obs)], *[e.alias(f"_p{i}") for i, e in enumerate(pol)])
-          .select(id_column, "timestamp", *[f"_o{i}" for i in k], *[f"_p{i}" for i in k]))
+          .with_columns(*[e.alias(f"_e{i}") for i, e in enumerate(exprs)])
+          .select(id_column, "timestamp", *[f"_e{i}" for i in k]))
     d = pl.col("snapshot_date").cast(pl.Datetime("us"))
     age = (d - pl.col("timestamp")).dt.total_seconds() / 86_400.0
+    weight = pl.lit(1.0) if half_life_days is None else 0.5 ** (age / half_life_days)
     agg = (keys.lazy().join(ev, on=id_column, how="inner")
            .filter(pl.col("timestamp") < d, age <= window_days)
-           .with_columns(_w=0.5 ** (age / half_life_days))
-           .group_by("_row").agg(*[(pl.col("_w") * pl.col(f"_o{i}")).sum().alias(f"observed_{i}") for i in k],
-                                 *[(pl.col("_w") * pl.col(f"_p{i}")).sum().alias(f"policy_{i}") for i in k]))
+           .with_columns(_w=weight)
+           .group_by("_row").agg(*[(pl.col("_w") * pl.col(f"_e{i}")).sum().alias(f"_s{i}") for i in k]))
     out = keys.lazy().join(agg, on="_row", how="left").sort("_row").collect()
-    cols = [pl.col(f"{w}_{i}").fill_null(0.0) for w in ("observed", "policy") for i in k]
-    return out.select(id_column, "snapshot_date", *cols).with_columns(
-        observed=pl.sum_horizontal([f"observed_{i}" for i in k]), policy=pl.sum_horizontal([f"policy_{i}" for i in k]))
+    return out.select(id_column, "snapshot_date", *[pl.col(f"_s{i}").fill_null(0.0) for i in k])
 
 
 def controls_for(registry: FeatureRegistry, lever: CausalLever) -> list[str]:
@@ -229,10 +306,20 @@ class LeverEffect:
         d = exp.select([pl.col(f"policy_{i}") - pl.col(f"observed_{i}") for i in range(self.components)]).to_numpy()
         return np.hstack([d, d * np.asarray(baseline)[:, None]])
 
-    def baseline(self, frame: pl.DataFrame) -> np.ndarray:
-        """Baseline churn risk of new rows: the mean of the cross-fitted outcome models."""
+    def baseline(self, frame: pl.DataFrame, events: pl.DataFrame | None = None, id_column: str = "customer_id") -> np.ndarray:
+        """Baseline churn risk of new rows: the mean of the cross-fitted outcome models.
+
+        `events` are needed when the controls include the lever's revealed traits (`revealed_traits`).
+        """
+        missing = [c for c in self.controls if c not in frame.columns]
+        if missing:
+            if events is None:
+                raise ValueError(f"lever {self.pillar!r}: controls {missing} are computed from the events: pass events=")
+            needed = sorted({c.split("__revealed_")[0] for c in missing if "__revealed_" in c})
+            rev = lever_traits(frame, events, id_column=id_column, levers=needed)
+            frame = pl.concat([frame, rev.select(missing)], how="horizontal")
         W = _matrix(frame, self.controls, self.categories)
-        return np.mean([m.predict_proba(W)[:, 1] for m in self.outcome_models], axis=0)
+        return np.mean([_churn_probability(m, W) for m in self.outcome_models], axis=0)
 
     def ate_on(self, mask=None) -> tuple[float, tuple[float, float]]:
         """Average effect over the rows where `mask` is true (default all), with its 95% interval."""
@@ -260,6 +347,73 @@ class LeverEffect:
                 "rows": self.per_row.height}
 
 
+def _churn_probability(model, W: np.ndarray) -> np.ndarray:
+    """P(churn) from a fitted LGBMClassifier or a LightGBM Booster (binary objective) loaded from text."""
+    return model.predict_proba(W)[:, 1] if hasattr(model, "predict_proba") else model.predict(W)
+
+
+EFFECTS_FORMAT = "trustml.causal.effects/1"
+
+
+def save_effects(effects: dict[str, LeverEffect], folder) -> Path:
+    """Write lever effects to `folder` without pickle: JSON (coefficients, covariance, controls, categories,
+    overlap), parquet (per-row exposures, baseline and effects; ids pseudonymised) and LightGBM text (the
+    cross-fitted outcome models that give new rows their baseline risk). `load_effects` reads it back.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> e = LeverEffect("promises", "keep every promise", np.array([-0.1, -0.2]), np.eye(2) * 1e-4,
+    ...                 pl.DataFrame({"customer_id": ["A"], "observed_0": [1.0], "policy_0": [0.0], "baseline": [0.1]}),
+    ...                 {"share_exposed": 0.5}, ["x"])
+    >>> folder = save_effects({"promises": e}, tempfile.mkdtemp())
+    >>> load_effects(folder)["promises"].ate == e.ate
+    True
+    """
+    import json
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"format": EFFECTS_FORMAT, "levers": {}}
+    for name, e in effects.items():
+        models = []
+        for k, m in enumerate(e.outcome_models):
+            booster = m.booster_ if hasattr(m, "booster_") else m
+            path = f"{name}.outcome_{k}.txt"
+            (folder / path).write_text(booster.model_to_string())
+            models.append(path)
+        per_row = e.per_row
+        if "customer_id" in per_row.columns:
+            per_row = per_row.with_columns(customer_id=pl.Series(pseudonymise(per_row["customer_id"].cast(pl.String).to_list())))
+        per_row.write_parquet(folder / f"{name}.per_row.parquet")
+        meta["levers"][name] = {"pillar": e.pillar, "description": e.description, "theta": e.theta.tolist(),
+                                "cov": e.cov.tolist(), "overlap": e.overlap, "controls": list(e.controls),
+                                "categories": e.categories, "per_row": f"{name}.per_row.parquet", "outcome_models": models}
+    (folder / "effects.json").write_text(json.dumps(meta, indent=1))
+    return folder
+
+
+def load_effects(folder) -> dict[str, LeverEffect]:
+    """Read lever effects written by `save_effects` (same `ate_on`, `summary` and `causal_for_rows` answers)."""
+    import json
+
+    import lightgbm as lgb
+    folder = Path(folder)
+    path = folder / "effects.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{folder}: no effects.json (write it with save_effects)")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != EFFECTS_FORMAT:
+        raise ValueError(f"{path}: format {meta.get('format')!r}, expected {EFFECTS_FORMAT!r}")
+    out = {}
+    for name, d in meta["levers"].items():
+        models = [lgb.Booster(model_str=(folder / p).read_text()) for p in d["outcome_models"]]
+        out[name] = LeverEffect(d["pillar"], d["description"], np.asarray(d["theta"], dtype=float),
+                                np.asarray(d["cov"], dtype=float).reshape(len(d["theta"]), len(d["theta"])),
+                                pl.read_parquet(folder / d["per_row"]), d["overlap"], list(d["controls"]),
+                                {k: list(v) for k, v in d["categories"].items()}, models)
+    return out
+
+
 def _dml_final(y_res: np.ndarray, t_res: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Final DML stage: theta = (T'T)^-1 T'Y on cross-fitted residuals, covariance clustered by customer."""
     t_res = t_res.reshape(len(t_res), -1)
@@ -275,13 +429,16 @@ def _dml_final(y_res: np.ndarray, t_res: np.ndarray, groups: np.ndarray) -> tupl
 
 
 def lever_effect(frame: pl.DataFrame, events: pl.DataFrame, registry: FeatureRegistry, lever: CausalLever | str, *,
-                 folds: int = 3, seed: int = 0, half_life_days: float = 60.0, id_column: str = "customer_id") -> LeverEffect:
+                 folds: int = 3, seed: int = 0, half_life_days: float = 60.0, id_column: str = "customer_id",
+                 traits: bool = True) -> LeverEffect:
     """Double machine learning estimate of one lever's effect on label-window churn, on labelled rows of `frame`.
 
     EconML's `LinearDML` residualises churn and each exposure component on the controls with
     LightGBM (cross-fitted, folds grouped by customer); the final stage regresses churn residuals
     on exposure residuals (theta per unit of exposure) with a covariance clustered by customer (a
-    customer has many snapshot rows). Per-row effect: ``(policy - observed) @ theta``.
+    customer has many snapshot rows). Per-row effect: ``(policy - observed) @ theta``. Controls: the
+    features (`controls_for`) and, with `traits` (default), every lever's revealed per-customer
+    traits (`lever_traits`); ``traits=False`` measures what they correct (survivor selection).
     """
     import lightgbm as lgb
     from econml.dml import LinearDML
@@ -294,6 +451,10 @@ def lever_effect(frame: pl.DataFrame, events: pl.DataFrame, registry: FeatureReg
     k = len(lever.exposure())
     names = controls_for(registry, lever)
     cats = _categories(frame, names)
+    if traits:
+        rev = lever_traits(frame, events, half_life_days=half_life_days, id_column=id_column).drop(id_column, "snapshot_date")
+        frame = pl.concat([frame, rev], how="horizontal")
+        names += rev.columns
     W = _matrix(frame, names, cats)
     y = frame["churned"].cast(pl.Float64).to_numpy()
     T = exp.select([f"observed_{i}" for i in range(k)]).to_numpy()
@@ -375,7 +536,26 @@ def causal_vs_truth(effects: dict[str, LeverEffect], truth: pl.DataFrame) -> pl.
                      "causal_points": 100 * ate, "ci_low_points": 100 * lo, "ci_high_points": 100 * hi,
                      "true_points": 100 * true_ate, "rel_error": abs(ate - true_ate) / abs(true_ate) if true_ate else float("nan"),
                      "truth_in_ci": bool(lo <= true_ate <= hi), "spearman": float(rho), "rows_compared": float(keep.mean())})
+        rows[-1]["diagnosis"] = _diagnose(rows[-1])
     return pl.DataFrame(rows)
+
+
+def _diagnose(r: dict) -> str:
+    """Why a lever misses a target, from the measured columns of `causal_vs_truth` (empty when all targets are met)."""
+    misses = [m for m, bad in (("average off by more than 25%", r["rel_error"] > 0.25), ("truth outside the interval", not r["truth_in_ci"]),
+                               ("per-customer Spearman below 0.5", not r["spearman"] >= 0.5)) if bad]
+    if not misses:
+        return ""
+    why = []
+    oracle_err = abs(r["oracle_fit_points"] - r["true_points"]) / max(abs(r["true_points"]), 1e-12)
+    if r["oracle_fit_r2"] < 0.5 or oracle_err > 0.25:
+        why.append(f"the exposure cannot carry the truth (best fit on it: {r['oracle_fit_points']:.2f} points, R2 {r['oracle_fit_r2']:.2f}):"
+                   " a hidden modifier drives the effect")
+    if r["truth_in_ci"] and r["rel_error"] > 0.25:
+        why.append(f"noise: the truth is inside the interval (+/-{(r['ci_high_points'] - r['ci_low_points']) / 2:.2f} points); more customers narrow it")
+    elif not r["truth_in_ci"] and oracle_err <= 0.25:
+        why.append("estimation bias beyond noise while the exposure could express the truth: a confounder the controls miss")
+    return "; ".join(misses) + ": " + ("; ".join(why) or "see oracle_fit and the interval")
 
 
 # --- causal effects for any rows: what_if / campaign / segments -------------------------------
@@ -392,7 +572,7 @@ def causal_for_rows(effects: dict[str, LeverEffect], frame: pl.DataFrame, events
     parts = []
     for name, e in effects.items():
         exp = exposures(frame, events, CAUSAL_LEVERS[name], half_life_days=half_life_days, id_column=id_column)
-        d = e.design(exp, e.baseline(frame))
+        d = e.design(exp, e.baseline(frame, events, id_column))
         eff = d @ e.theta
         se = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, e.cov, d), 0.0))
         parts.append(pl.DataFrame({"customer": ids, "snapshot_date": frame["snapshot_date"], "lever": name,
@@ -470,7 +650,7 @@ def segment_what_if(trained, frame: pl.DataFrame, policy: str, *, where: pl.Expr
         rows = rows.with_columns(causal_points=pl.Series(100 * eff))
         e = effects[policy]
         d = exposures(seg, events, CAUSAL_LEVERS[policy], id_column=id_column)
-        tot = e.design(d, e.baseline(seg)).sum(axis=0)
+        tot = e.design(d, e.baseline(seg, events, id_column)).sum(axis=0)
         se = float(np.sqrt(max(tot @ e.cov @ tot, 0.0)))
         saved = float(-eff.sum())
         summ.append({"answer": "causal estimate (DML)", "customers": seg.height, "mean_points": float(100 * eff.mean()),

@@ -52,8 +52,12 @@ class Economics:
 
     def summary(self) -> str:
         c, b = self.assumptions.currency, self.best
-        lines = [f"Best campaign: target the {b['customers_targeted']:,} riskiest customers (risk >= {b['risk_threshold']:.3f}),",
-                 f"  expected profit {c}{b['expected_profit']:,.0f} on {c}{b['campaign_cost']:,.0f} spent (ROI {b['roi']:.0%}).",
+        head = ([f"Best campaign: target the {b['customers_targeted']:,} riskiest customers (risk >= {b['risk_threshold']:.3f}),",
+                 f"  expected profit {c}{b['expected_profit']:,.0f} on {c}{b['campaign_cost']:,.0f} spent (ROI {b['roi']:.0%})."]
+                if b["customers_targeted"] else
+                ["Best campaign: none. At these assumptions no depth of targeting pays for its offers",
+                 "  (the offer costs more than the value it is expected to save, even for the riskiest customer)."])
+        lines = [*head,
                  f"+5 percentage points of retention on these {self.curve.height - 1:,} customers is worth {c}{self.plus_5pp:,.0f}.",
                  "Assumptions:"] + [f"  - {x}" for x in self.assumptions.lines()]
         if self.value_basis != VALUE_BASES["flat"]:  # the flat basis is said by the caller's value note (`Study.value_note`)

@@ -20,19 +20,21 @@ True
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
 import shap
 
 from trustml.features import FeatureRegistry
-from trustml.model import TrainedModel
+from trustml.model import OFFSET, TrainedModel
 from trustml.pillars import PILLARS
 from trustml.privacy import pseudonymise
 from trustml.treeshap import tables_for
 
 __all__ = ["explain", "pillar_explanation", "pillar_importance", "feature_importance", "cohort_pillars",
-           "reason_codes", "top_interactions", "explanations_frame", "truthfulness", "dependence_feature", "plot_pillar_importance", "plot_truth"]
+           "reason_codes", "top_interactions", "explanations_frame", "truthfulness", "dependence_feature", "plot_dependence", "direction_check", "DirectionCheck",
+           "plot_pillar_importance", "plot_truth"]
 
 
 def explain(trained: TrainedModel, frame: pl.DataFrame, *, batch_size: int = 100_000, progress: bool = False) -> shap.Explanation:
@@ -134,11 +136,13 @@ def reason_codes(trained: TrainedModel, frame: pl.DataFrame, expl: shap.Explanat
     "how much lower the churn risk would be without this feature's contribution":
     risk(all) - risk(all minus this feature's log-odds), in points, both through the model's
     calibrator, so `risk_pct` is the same risk `predict_risk` and `what_if` give. These do not add
-    up to the total exactly; the log-odds do. Ids are pseudonymised.
+    up to the total exactly; the log-odds do. Ids are pseudonymised. A frame with a `risk_offset` column (out-of-fold
+    risks of a flat table, `trustml.model.out_of_fold`) starts from that offset risk, as `predict_risk` does.
     """
     expl = expl if expl is not None else explain(trained, frame)
     reg = trained.registry
-    logit_full = expl.base_values + expl.values.sum(axis=1)
+    offset = frame[OFFSET].cast(pl.Float64).fill_null(0.0).to_numpy() if OFFSET in frame.columns else 0.0
+    logit_full = expl.base_values + expl.values.sum(axis=1) + offset
     p_full = trained.risk_from_log_odds(logit_full)
     without = trained.risk_from_log_odds((logit_full[:, None] - expl.values).ravel()).reshape(expl.values.shape)
     points = 100 * (p_full[:, None] - without)
@@ -275,6 +279,168 @@ def dependence_feature(expl: shap.Explanation, registry: FeatureRegistry) -> str
     ranked = feature_importance(expl, registry)["feature"].to_list()
     actionable = {f.name for f in registry.actionable()}
     return next((f for f in ranked if f in actionable), ranked[0])
+
+
+def _feature_values(expl: shap.Explanation, feature: str, trained: TrainedModel | None) -> tuple[np.ndarray, list[str] | None]:
+    """A feature's values as the model saw them, and its category labels (None for a number)."""
+    j = list(expl.feature_names).index(feature)
+    x = np.asarray(expl.data[:, j], dtype=float)
+    cats = getattr(trained.model, "categories_", {}).get(feature) if trained is not None else None
+    return x, (list(map(str, cats)) if cats is not None else None)
+
+
+def plot_dependence(expl: shap.Explanation, feature: str, trained: TrainedModel, *, ax=None, max_categories: int = 25,
+                    seed: int = 0):
+    """A feature's SHAP value against its value: a scatter for a number, a box and its points per label for a category.
+
+    SHAP's own dependence plot draws a categorical feature at the model's category codes (0, 1, 2);
+    here each category is drawn at its label, the labels ordered by mean SHAP (riskiest first), the
+    `max_categories` most frequent shown (the rest counted in the title). Missing values and
+    categories the model never saw are drawn as '(missing)'.
+
+    Example
+    -------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> from trustml.mapping import Mapping, flat_table
+    >>> from trustml.model import train
+    >>> rng = np.random.default_rng(0)
+    >>> plan = rng.choice(["basic", "plus", "pro"], 400)
+    >>> df = pl.DataFrame({"id": [str(i) for i in range(400)], "plan": plan, "calls": rng.poisson(3, 400),
+    ...                    "left": (rng.random(400) < np.where(plan == "basic", 0.5, 0.1)).astype(int)})
+    >>> m = Mapping.from_dict({"kind": "flat", "columns": {"id": "id", "target": "left", "positive": [1]}})
+    >>> table = flat_table(df, m)
+    >>> trained, _ = train(table, trials=0)
+    >>> ax = plot_dependence(explain(trained, table.frame), "plan", trained)
+    >>> sorted(t.get_text() for t in ax.get_xticklabels())
+    ['basic', 'plus', 'pro']
+    """
+    import matplotlib.pyplot as plt
+    f = trained.registry[feature]
+    x, cats = _feature_values(expl, feature, trained)
+    ax = ax or plt.subplots(figsize=(7 if cats is None else min(16.0, max(7.0, 0.3 * min(len(cats) + 1, max_categories))), 4))[1]
+    s = expl.values[:, list(expl.feature_names).index(feature)]
+    what = f.description.rstrip(".") if f.description else feature
+    ylabel = f"SHAP value of {feature} (log-odds of churn)"
+    if cats is None:
+        ok = np.isfinite(x)
+        ax.scatter(x[ok], s[ok], s=8, alpha=0.5, color="#4c72b0", linewidths=0)
+        ax.axhline(0, color="#999999", lw=0.8)
+        unit = f" ({f.unit})" if f.unit and f.unit not in ("category",) else ""
+        missing = f"; {int((~ok).sum()):,} rows with no value not shown" if (~ok).any() else ""
+        ax.set(xlabel=f"{what}{unit}", ylabel=ylabel, title=f"How {feature} moves churn risk in the model{missing}")
+        return ax
+    labels = np.array([cats[int(v)] if np.isfinite(v) and 0 <= int(v) < len(cats) else "(missing)" for v in x], dtype=object)
+    frame = pl.DataFrame({"label": labels.astype(str), "shap": s})
+    stats = frame.group_by("label").agg(pl.len().alias("n"), pl.col("shap").mean().alias("mean"))
+    shown = stats.sort(["n", "label"], descending=[True, False]).head(max_categories)
+    order = shown.sort(["mean", "label"], descending=[True, False])["label"].to_list()
+    rng = np.random.default_rng(seed)
+    groups = [frame.filter(pl.col("label") == lab)["shap"].to_numpy() for lab in order]
+    pos = np.arange(1, len(order) + 1)
+    ax.boxplot(groups, positions=pos, widths=0.6, showfliers=False, medianprops={"color": "#c44e52"})
+    for p, g in zip(pos, groups, strict=True):
+        ax.scatter(p + rng.uniform(-0.2, 0.2, len(g)), g, s=6, alpha=0.35, color="#4c72b0", linewidths=0)
+    ax.axhline(0, color="#999999", lw=0.8)
+    ax.set_xticks(pos)
+    ax.set_xticklabels(order, rotation=0 if len(order) <= 5 and max(map(len, order)) <= 14 else 60,
+                       ha="center" if len(order) <= 5 and max(map(len, order)) <= 14 else "right")
+    rest = stats.height - len(order)
+    more = f" ({rest} rarer categories not shown)" if rest > 0 else ""
+    ax.set(xlabel=what, ylabel=ylabel, title=f"How {feature} moves churn risk in the model{more}")
+    return ax
+
+
+class DirectionCheck(NamedTuple):
+    """`direction_check`'s answer: one row per feature with a declared direction, and a sentence per contradiction."""
+
+    table: pl.DataFrame
+    warnings: list[str]
+
+
+_SAYS = {1: "+1 (more of it raises churn risk)", -1: "-1 (more of it lowers churn risk)"}
+
+
+def direction_check(expl: shap.Explanation, registry: FeatureRegistry, churned, *, constrained: bool = False,
+                    min_rows: int = 30, min_strength: float = 0.3, min_data_strength: float = 0.05,
+                    alpha: float = 0.01) -> DirectionCheck:
+    """Does the model agree with each declared direction, on held-out rows? Contradictions as plain sentences.
+
+    `expl` explains held-out rows and `churned` (0/1) are their labels (a study's `explanation` and
+    ``test["churned"]``). For every numeric feature whose registry `direction` is +1 (more of it raises
+    churn risk) or -1 (lowers it), the sign the model learned is that of Spearman's rho between the
+    value and its SHAP value, counted when |rho| >= `min_strength` and p < `alpha`. A tree model also
+    learns shapes from noise, so a sign counts only if it holds on these rows: the feature's SHAP value
+    must rise with churn (Spearman with `churned` above 0, p < `alpha`), else the verdict is 'not
+    confirmed'. Other verdicts: 'agrees', 'contradicts', 'unclear' (no clear sign: weak, or both
+    ways), 'unused' (no weight in the model), 'too few rows' (under `min_rows` with a value). A model
+    trained with monotone constraints (`constrained=True`) cannot learn the opposite sign, so the data
+    is read instead: the sign of Spearman's rho between the value and `churned`, counted when |rho| >=
+    `min_data_strength` and p < `alpha`. Categorical features are skipped (a direction has no meaning).
+
+    Returns a `DirectionCheck`: ``table`` (feature, pillar, declared, learned, strength, rows,
+    measured_on, verdict) and ``warnings`` (one sentence per 'contradicts').
+
+    Example
+    -------
+    >>> from trustml.features import Feature
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(300, 2))
+    >>> sh = np.column_stack([-0.8 * x[:, 0], 0.8 * x[:, 1]])
+    >>> churned = (rng.random(300) < 1 / (1 + np.exp(-sh.sum(axis=1)))).astype(int)
+    >>> ex = shap.Explanation(values=sh, base_values=np.zeros(300), data=x, feature_names=["tenure", "tickets"])
+    >>> reg = FeatureRegistry((Feature("tenure", "account", "", "", False, None, 1, False),
+    ...                        Feature("tickets", "service_quality", "", "", False, None, 1, False)))
+    >>> check = direction_check(ex, reg, churned)
+    >>> check.table.select("feature", "declared", "learned", "verdict").rows()
+    [('tenure', 1, -1, 'contradicts'), ('tickets', 1, 1, 'agrees')]
+    >>> print(check.warnings[0][:95])
+    tenure: declared +1 (more of it raises churn risk), but the model learned the opposite: more of
+    """
+    from scipy.stats import spearmanr
+    names = list(expl.feature_names)
+    y = np.asarray(churned, dtype=float)
+    if len(y) != len(expl.values):
+        raise ValueError(f"churned has {len(y)} labels for {len(expl.values)} explained rows: pass the labels of the explained rows")
+    rows, warns = [], []
+    for f in registry:
+        if f.name not in names or f.categorical or f.direction not in (-1, 1):
+            continue
+        j = names.index(f.name)
+        x = np.asarray(expl.data[:, j], dtype=float)
+        s = np.asarray(expl.values[:, j], dtype=float)
+        ok = np.isfinite(x) & np.isfinite(y)
+        n = int(ok.sum())
+        learned, rho = 0, float("nan")
+        on = "data (churn label)" if constrained else "model (SHAP)"
+        if n < min_rows or np.unique(x[ok]).size < 2 or np.unique(y[ok]).size < 2:
+            verdict = "too few rows"
+        elif not constrained and np.ptp(s[ok]) < 1e-12:
+            verdict = "unused"
+        else:
+            r = spearmanr(x[ok], y[ok] if constrained else s[ok])
+            rho, p = float(r.statistic), float(r.pvalue)
+            if np.isfinite(rho) and abs(rho) >= (min_data_strength if constrained else min_strength) and p < alpha:
+                learned = int(np.sign(rho))
+                verdict = "agrees" if learned == f.direction else "contradicts"
+                if not constrained:   # the learned shape must predict churn on these rows, not be noise the trees fitted
+                    held = spearmanr(s[ok], y[ok])
+                    if not (held.statistic > 0 and held.pvalue < alpha):
+                        verdict = "not confirmed"
+            else:
+                verdict = "unclear"
+        rows.append({"feature": f.name, "pillar": f.pillar, "declared": f.direction, "learned": learned,
+                     "strength": rho, "rows": n, "measured_on": on, "verdict": verdict})
+        if verdict == "contradicts":
+            more = "lowers" if f.direction == 1 else "raises"
+            how = (f"in the data, customers with more of it churned {'less' if f.direction == 1 else 'more'} often" if constrained
+                   else f"the model learned the opposite: more of it {more} the risk, and that holds on held-out customers")
+            stat = f"Spearman {rho:+.2f} between the value and {'the churn label' if constrained else 'its SHAP contribution'}"
+            fix = ("the monotone constraint forced the declared sign on the model: check the direction" if constrained
+                   else "check the direction in the mapping, or how the column is coded")
+            warns.append(f"{f.name}: declared {_SAYS[f.direction]}, but {how} ({stat}, {n:,} rows); {fix}.")
+    schema = {"feature": pl.String, "pillar": pl.String, "declared": pl.Int64, "learned": pl.Int64, "strength": pl.Float64,
+              "rows": pl.Int64, "measured_on": pl.String, "verdict": pl.String}
+    return DirectionCheck(pl.DataFrame(rows, schema=schema), warns)
 
 
 def plot_pillar_importance(pillars: pl.DataFrame, ax=None, title: str = "What drives churn risk, by trust pillar"):

@@ -29,7 +29,7 @@ import polars as pl
 from trustml.contract import ContractError, Problem
 from trustml.pillars import EVENT_TYPES, PILLARS, pillar_of_event
 
-__all__ = ["FeatureSpec", "Feature", "FeatureRegistry", "Snapshots", "FeatureTable", "DEFAULT_SPEC",
+__all__ = ["FeatureSpec", "Feature", "FeatureRegistry", "Snapshots", "FeatureTable", "DEFAULT_SPEC", "VALUES_SPEC",
            "build_features", "snapshot_dates", "AGGREGATIONS", "event_summary", "signal_profile", "plot_signal_profile"]
 
 AGGREGATIONS = ("count", "sum", "mean", "max", "days_since", "share", "trend", "decayed", "attribute")
@@ -252,6 +252,13 @@ DEFAULT_SPEC: tuple[FeatureSpec, ...] = (
     _S("plan", "attribute", pillar="account", unit="category", categorical=True, description="Plan or segment."),
     _S("monthly_price", "attribute", pillar="account", unit="currency", description="Monthly price at signup."),
 )
+# values alignment: add to a spec when the data has values events (e.g. simulate(config=SimConfig(values_events=True)))
+VALUES_SPEC: tuple[FeatureSpec, ...] = (
+    _S("ethics_incident", "decayed", 365, direction=1, description="Ethics incidents the customer was exposed to, recent ones weighted most."),
+    _S("values_commitment", "decayed", 365, direction=-1, description="Values commitments the customer heard of, recent ones weighted most."),
+    _S("values_complaint", "count", 365, direction=1, description="Complaints about the company's values or conduct, last 365 days."),
+    _S("values_complaint", "days_since", 365, description="Days since the customer last complained about values (365 = not in the last year)."),
+)
 
 
 @dataclass(frozen=True)
@@ -281,12 +288,16 @@ class Snapshots:
 
 @dataclass
 class FeatureTable:
-    """The model-ready table: one row per customer and snapshot date, plus its registry."""
+    """The model-ready table: one row per customer and snapshot date, plus its registry.
+
+    A flat table (one row per customer, `is_flat`) has no dates: its ``snapshot_date`` is null and
+    `as_of` is None, so no output shows an invented date.
+    """
 
     frame: pl.DataFrame
     registry: FeatureRegistry
     snapshots: Snapshots
-    as_of: dt.datetime
+    as_of: dt.datetime | None
     dropped: dict[str, str] = field(default_factory=dict)  # feature -> why it was left out
 
     def write(self, path) -> None:
@@ -295,7 +306,7 @@ class FeatureTable:
         from pathlib import Path
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"registry": self.registry.to_dict(), "as_of": self.as_of.isoformat(), "dropped": self.dropped,
+        meta = {"registry": self.registry.to_dict(), "as_of": self.as_of.isoformat() if self.as_of else None, "dropped": self.dropped,
                 "snapshots": {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in vars(self.snapshots).items()}}
         tmp = path.with_name(path.name + ".tmp")
         self.frame.write_parquet(tmp)
@@ -314,7 +325,7 @@ class FeatureTable:
         snaps = {k: (dt.date.fromisoformat(v) if k in ("start", "end") and v else v) for k, v in meta["snapshots"].items()}
         snaps["activity_events"] = tuple(snaps.get("activity_events") or ())
         return cls(pl.read_parquet(path), FeatureRegistry.from_dict(meta["registry"]), Snapshots(**snaps),
-                   dt.datetime.fromisoformat(meta["as_of"]), meta.get("dropped", {}))
+                   dt.datetime.fromisoformat(meta["as_of"]) if meta.get("as_of") else None, meta.get("dropped", {}))
 
     def labelled(self) -> pl.DataFrame:
         return self.frame.filter(pl.col("churned").is_not_null())
@@ -325,8 +336,8 @@ class FeatureTable:
         return self.snapshots.churn == "label"
 
     def latest(self) -> pl.DataFrame:
-        """The rows of the latest snapshot: the customers to act on now."""
-        return self.frame.filter(pl.col("snapshot_date") == self.frame["snapshot_date"].max())
+        """The rows of the latest snapshot: the customers to act on now (every row of a flat table, whose date is null)."""
+        return self.frame.filter(pl.col("snapshot_date").eq_missing(self.frame["snapshot_date"].max()))
 
     def X(self, frame: pl.DataFrame | None = None) -> pl.DataFrame:
         return (self.frame if frame is None else frame).select(self.registry.names)

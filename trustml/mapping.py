@@ -51,7 +51,6 @@ __all__ = ["Mapping", "load_mapping", "read_data", "read_subscriptions", "flat_t
 
 SHIPPED = Path(__file__).with_name("mappings")
 EXCEL_SUFFIXES = (".xlsx", ".xls", ".xlsm", ".xlsb", ".ods")
-_FLAT_DATE = dt.date(1970, 1, 1)   # flat tables have no dates: one undated "snapshot"
 _MAX_CATEGORIES = 50               # default: a text column with more distinct values is an identifier or free text
 _MAX_FEATURES = 500                # default width guard: more usable columns than this need [columns] keep / drop
 _EPOCH = dt.datetime(1970, 1, 1)
@@ -85,6 +84,7 @@ class Mapping:
     keep: tuple[str, ...] = ()                        # flat: if given, only these columns (plus id/target/value) are read as features
     rows: dict = field(default_factory=dict)          # flat: {'exclude' | 'keep': {column: [values]}}
     monthly_value: str | None = None                  # column of monthly revenue per customer
+    tenure: str | None = None                         # flat: months as a customer (the time axis of time to churn)
     customer_value: str | None = None                 # or: a column/feature with the value at stake, in money
     source: dict = field(default_factory=dict)        # format, separator, header, columns, max_categories, max_features
     churn: dict = field(default_factory=dict)         # events: Snapshots settings, definition, as_of
@@ -119,6 +119,8 @@ class Mapping:
             cols = {}
         if kind == "events" and not cols.get("id"):
             bad("columns.id", "an event log needs its customer id column")
+        if kind == "events" and cols.get("tenure"):
+            bad("columns.tenure", "an event log's tenure comes from the first event or subscription; `tenure` is for flat tables")
         if kind == "flat" and not cols.get("target"):
             bad("columns.target", "a flat table needs its churn column")
         if kind == "events" and not cols.get("timestamp"):
@@ -182,6 +184,7 @@ class Mapping:
                    drop=tuple(drop or ()), keep=tuple(cols.get("keep") or ()),
                    rows={k: {c: list(v) if isinstance(v, list | tuple) else [v] for c, v in r.items()} for k, r in rows.items()},
                    monthly_value=cols.get("monthly_value") or subs.get("value"), customer_value=cols.get("customer_value"),
+                   tenure=cols.get("tenure"),
                    source=dict(source), churn=dict(churn), subscriptions=dict(subs), model=dict(d.get("model") or {}),
                    origin=origin)
 
@@ -199,7 +202,7 @@ class Mapping:
     def mentioned_columns(self) -> dict[str, str]:
         """Column names the mapping refers to, with where it refers to them (for the main data file)."""
         out = {self.id: "columns.id"} if self.id else {}
-        for key in ("target", "monthly_value", "customer_value", "timestamp", "event_type", "value"):
+        for key in ("target", "monthly_value", "customer_value", "tenure", "timestamp", "event_type", "value"):
             if getattr(self, key) and not (key == "monthly_value" and getattr(self, key) == self.subscriptions.get("value")):
                 out[getattr(self, key)] = f"columns.{key}"
         if self.kind == "flat":
@@ -281,7 +284,7 @@ def load_mapping(path_or_name: str | Path) -> Mapping:
         raise ContractError([Problem(path.name, None, f"cannot parse: {e}")]) from None
     if not isinstance(d, dict):
         raise ContractError([Problem(path.name, None, "a mapping must be a table of keys")])
-    return Mapping.from_dict(d, origin=str(path))
+    return Mapping.from_dict(d, origin=str(path.resolve()))   # absolute: found again from another folder (a report's notebooks)
 
 
 def _yaml_loader():
@@ -691,7 +694,8 @@ def _numeric_lever(c: str, s: pl.Series, allowed, whole: bool, name: str) -> tup
 
 
 def flat_table(df: pl.DataFrame, mapping: Mapping, *, source: str = "data", warnings: DataWarnings | None = None) -> FeatureTable:
-    """One row per customer -> a FeatureTable with one undated snapshot, registry from the mapping.
+    """One row per customer -> a FeatureTable with one undated snapshot (``snapshot_date`` null, `as_of` None), registry
+    from the mapping.
 
     No id column: each row gets a pseudonymous 'row-<n>' id (its line in the file), never a feature.
     An unmapped row-number-like column is left out (listed in `dropped`). Odd but legal things go
@@ -771,12 +775,13 @@ def flat_table(df: pl.DataFrame, mapping: Mapping, *, source: str = "data", warn
         raise ContractError(problems)
     if not feats:
         raise ContractError([Problem(name, None, "no usable feature columns besides the id and the target")])
-    frame = pl.DataFrame({"customer_id": ids, "snapshot_date": [_FLAT_DATE] * df.height, "churned": y, **cols})
-    for c in mapping.monthly_value, mapping.customer_value:
-        if c and c not in cols:
+    # one undated "snapshot": the date is null (never an invented 1970-01-01 that outputs would show)
+    frame = pl.DataFrame({"customer_id": ids, "snapshot_date": pl.Series([None] * df.height, dtype=pl.Date), "churned": y, **cols})
+    for c in mapping.monthly_value, mapping.customer_value, mapping.tenure:
+        if c and c not in cols and c not in frame.columns:
             frame = frame.with_columns(df[c].cast(pl.Float64, strict=False).alias(c))
     return FeatureTable(frame, FeatureRegistry(tuple(feats)), Snapshots(every="flat", horizon="as labelled", churn="label"),
-                        dt.datetime.combine(_FLAT_DATE, dt.time()), dropped)
+                        None, dropped)
 
 
 def event_tables(df: pl.DataFrame, mapping: Mapping, *, source: str = "data", subscriptions: pl.DataFrame | None = None,
@@ -861,6 +866,10 @@ def event_tables(df: pl.DataFrame, mapping: Mapping, *, source: str = "data", su
     out_as_of = as_of
     c = mapping.churn
     definition = c.get("definition")
+    if subscriptions is not None and definition == "inactivity":
+        warnings.add(Path(mapping.origin).name, "churn.definition", "[churn] definition = 'inactivity' with a [subscriptions] file: "
+                     "churn is no event within the horizon, and subscription ends are not used; remove the definition to make "
+                     "churn the end of an active subscription period")
     if subscriptions is not None:
         out_as_of = as_of or (events["timestamp"].max() + dt.timedelta(microseconds=1))
         customers, extra, attributes = _subscriptions(subscriptions, mapping, Path(subscriptions_source).name, events, name,
@@ -1112,7 +1121,7 @@ def value_of(frame: pl.DataFrame, mapping: Mapping | None, monthly_churn: float)
 # -- drafting a mapping from a file ----------------------------------------------------------------
 
 _PILLAR_WORDS = {
-    "service_quality": ("support", "ticket", "complain", "tech", "issue", "resolution", "outage", "csat", "security",
+    "service_quality": ("support", "ticket", "complain", "tech", "issue", "resolution", "outage", "csat", "security", "serv",
                         "protection", "backup", "repair", "incident", "bug"),
     "empathy": ("empathy", "agent", "courtesy", "tone"),
     "promises": ("contract", "commit", "sla", "deliver", "late", "promise", "guarantee", "delay"),
@@ -1121,13 +1130,17 @@ _PILLAR_WORDS = {
     "advocacy": ("referr", "review", "nps", "recommend", "rating"),
     "engagement": ("usage", "login", "session", "stream", "visit", "active", "product", "minutes", "use", "purchase",
                    "order", "click", "view", "download", "watch"),
-    "account": ("tenure", "balance", "salary", "monthly", "total", "plan", "price", "mrr", "credit", "geography",
+    "account": ("tenure", "weeks", "months", "years", "seniority", "balance", "salary", "monthly", "total", "plan", "price", "mrr",
+                "credit", "geography",
                 "country", "state", "region", "city", "tier", "segment", "charge", "amount", "spend", "revenue"),
 }
 _SENSITIVE_WORDS = ("gender", "sex", "age", "race", "ethnic", "religion", "marital", "senior", "dependents", "partner",
                     "birth", "nationality", "disab")
 _TARGET_WORDS = ("churn", "exited", "attrition", "left", "cancel", "target", "label", "is_lost", "lost", "status", "retained")
-_POSITIVE_WORDS = ("yes", "y", "1", "true", "churned", "churn", "exited", "left", "cancelled", "canceled", "lost", "attrited customer")
+_POSITIVE_WORDS = ("yes", "y", "1", "true", "churned", "churn", "exited", "left", "cancelled", "canceled", "lost", "attrited customer",
+                   "closed", "terminated", "inactive")
+_NEGATIVE_WORDS = ("no", "n", "0", "false", "stayed", "retained", "active", "existing customer", "current", "open", "renewed",
+                   "not churned", "loyal")
 _ID_WORDS = ("id", "customer", "account", "user", "client", "member", "subscriber")
 
 
@@ -1198,6 +1211,39 @@ def _leak_notes(df: pl.DataFrame, target: str, positive: str, skip: set[str]) ->
     return notes
 
 
+def _split_labels(s: pl.Series) -> tuple[str, list[str], list[str]] | None:
+    """(churned label, stayed labels, other labels) of a churn-like column read by the words its values use, or None."""
+    vals = sorted(s.drop_nulls().cast(pl.String).unique().to_list())
+    pos = [v for v in vals if v.strip().lower() in _POSITIVE_WORDS]
+    neg = [v for v in vals if v.strip().lower() in _NEGATIVE_WORDS and v not in pos]
+    if len(pos) != 1 or not neg:
+        return None
+    return pos[0], neg, [v for v in vals if v not in pos and v not in neg]
+
+
+def _direction_hints(df: pl.DataFrame, target: str, positive: str, skip: set[str], limit: int = 8) -> list[str]:
+    """Commented `[directions]` lines for numeric columns whose values alone rank churners (AUC >= 0.55), strongest first."""
+    y = (df[target].cast(pl.String).str.strip_chars().map_elements(_canon, return_dtype=pl.String) == _canon(positive)).fill_null(False)
+    known = df[target].cast(pl.String).is_not_null()
+    y = y.filter(known).cast(pl.Int8).to_numpy()
+    out = []
+    for c in df.columns:
+        if c in skip or c == target or _row_number_like(df[c]):
+            continue
+        x, kind, _ = _numeric_or_category(df[c], "", _MAX_CATEGORIES)
+        if x is None or kind != "number":
+            continue
+        v = x.filter(known).to_numpy()
+        ok = np.isfinite(v)
+        if ok.sum() < 20 or np.unique(v[ok]).size < 2:
+            continue
+        a = _auc(v[ok], y[ok])
+        if max(a, 1 - a) >= 0.55:
+            out.append((max(a, 1 - a), c, 1 if a > 0.5 else -1))
+    return [f"# {c} = {d:+d}   # churners have {'more' if d > 0 else 'less'} of it here (AUC {a:.2f})"
+            for a, c, d in sorted(out, reverse=True)[:limit]] or ["# tenure = -1"]
+
+
 def _toml_str(v) -> str:
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -1243,15 +1289,27 @@ def draft_mapping(df: pl.DataFrame, name: str = "data") -> str:
     if kind == "flat":
         idc = id_unique[0] if id_unique else None
         two = [c for c in cols if uniq[c] == 2 + (df[c].null_count() > 0) and c != idc]
-        target = next((c for w in _TARGET_WORDS for c in two if w in _norm(c)), two[-1] if two else None)
+        # a status with a third value (e.g. 'Unknown') is a churn column too, once that value's rows are left out
+        few = [c for c in cols if c != idc and c not in two and 2 < uniq[c] <= 6 and any(w in _norm(c) for w in _TARGET_WORDS)
+               and _split_labels(df[c]) is not None]
+        target = next((c for w in _TARGET_WORDS for c in two + few if w in _norm(c)), two[-1] if two else None)
         lines.append("[columns]")
         lines.append(f"id = {_toml_str(idc)}" if idc else "# id = \"...\"   # no unique id column found: rows are numbered row-1, row-2, ...")
+        exclude: list[str] = []
         if target:
             vals = sorted(df[target].drop_nulls().cast(pl.String).unique().to_list())
-            pos = next((v for v in vals if v.strip().lower() in _POSITIVE_WORDS), vals[-1])
-            neg = [v for v in vals if v != pos]
-            lines += [f"target = {_toml_str(target)}   # guessed churn column: check", f"positive = [{_toml_str(pos)}]   # churned, as the file writes it",
-                      f"negative = {_toml_list(neg)}   # stayed"]
+            split = _split_labels(df[target])
+            if split is not None and len(vals) > 2:
+                pos, neg, exclude = split[0], split[1], split[2]
+            else:
+                pos = next((v for v in vals if v.strip().lower() in _POSITIVE_WORDS), vals[-1])
+                neg = [v for v in vals if v != pos]
+            if df[target].dtype == pl.Boolean:   # True/False read as booleans: TOML booleans say it as the file does
+                lines += [f"target = {_toml_str(target)}   # guessed churn column: check", "positive = [true]   # churned",
+                          "negative = [false]   # stayed"]
+            else:
+                lines += [f"target = {_toml_str(target)}   # guessed churn column: check",
+                          f"positive = [{_toml_str(pos)}]   # churned, as the file writes it", f"negative = {_toml_list(neg)}   # stayed"]
             notes += _leak_notes(df, target, pos, {idc} if idc else set())
         else:
             lines.append('target = "..."   # no two-valued column found: name the churn column')
@@ -1260,6 +1318,9 @@ def draft_mapping(df: pl.DataFrame, name: str = "data") -> str:
                       and df[c].dtype.is_numeric()), None)
         if money:
             lines.append(f"monthly_value = {_toml_str(money)}   # monthly revenue per customer, for the economics (check)")
+        tenure = next((c for c in cols if "tenure" in _norm(c) and df[c].dtype.is_numeric()), None)
+        if tenure:
+            lines.append(f"tenure = {_toml_str(tenure)}   # months as a customer: the time axis of time to churn (check the unit)")
     else:
         idc = id_repeat[0]
         ts = next(iter(dates))
@@ -1286,7 +1347,8 @@ def draft_mapping(df: pl.DataFrame, name: str = "data") -> str:
         for t in types:
             if t not in cancel:
                 by_pillar.setdefault(_guess_pillar(str(t), []), []).append(t)
-        lines += ["", "# [subscriptions]   # a file with one row per subscription or renewal:",
+        lines += ["", "# [subscriptions]   # a file with one row per subscription or renewal (then churn is the end of an active",
+                  "#                   # period: remove definition = 'inactivity' from [churn] above):",
                   '# file = "subscriptions.csv"', '# start = "start_date"', '# end = "end_date"', '# value = "mrr"',
                   "# gap_days = 14   # a renewal starting within 14 days of the last end continues the same active period",
                   "", "[pillars]   # event types per trust pillar (the rest: 'other')"]
@@ -1307,9 +1369,15 @@ def draft_mapping(df: pl.DataFrame, name: str = "data") -> str:
         lines += [f"{p} = {_toml_list(ms)}" for p, ms in by_pillar.items() if p != "other"]
         if by_pillar.get("other"):
             lines.append(f"# other: {', '.join(by_pillar['other'])}")
+        if exclude:
+            lines += ["", "[rows]   # rows whose churn label is neither churned nor stayed are left out",
+                      f"exclude = {{{_toml_str(target)} = {_toml_list(exclude)}}}"]
         if wide:
-            lines += ["", "[source]", f"# max_categories = {max(v for _, v in wide)}   # text columns with many values: "
-                      + ", ".join(f"{c} ({v})" for c, v in wide)]
+            most = max(v for _, v in wide)
+            what = ", ".join(f"{c} ({v})" for c, v in wide)
+            lines += ["", "[source]", (f"max_categories = {most}   # text columns with more than {_MAX_CATEGORIES} values read as categories: {what}; "
+                                       "list them under drop if they are free text" if most <= 2 * _MAX_CATEGORIES else
+                                       f"# max_categories = {most}   # text columns with many values (free text or identifiers?): {what}")]
         lines += ["", "[actionable]   # what a retention team can change (uncomment what you can offer): a list = exactly these",
                   "# values, or a range {min = 0, max = 30, step = 5}; with no values, the data's observed range"]
         levers_seen = 0
@@ -1320,9 +1388,9 @@ def draft_mapping(df: pl.DataFrame, name: str = "data") -> str:
                     shown = _toml_list(vals.to_list()) if vals.dtype == pl.String else "[" + ", ".join(str(int(v)) for v in vals) + "]"
                     lines.append(f"# {c} = {shown}")
                     levers_seen += 1
-        lines += [
-                  "", "[directions]   # +1: more of it raises churn risk; -1: more of it lowers it (used for monotone models)",
-                  "# tenure = -1"]
+        lines += ["", "[directions]   # +1: more of it raises churn risk; -1: more of it lowers it (for monotone models; the report",
+                  "# says where the model contradicts one). Suggested from this file's churn rates: uncomment what you expect"]
+        lines += _direction_hints(df, target, pos, used) if target else ["# tenure = -1"]
     top = []
     if sensitive:
         top.append(f"sensitive = {_toml_list(sensitive)}   # personal attributes: kept out of the model and every output")

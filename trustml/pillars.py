@@ -10,6 +10,8 @@ Examples
 'promises'
 >>> PILLARS["advocacy"].label
 'Advocacy'
+>>> pillar_of_event("ethics_incident"), PILLARS["values"].label
+('values', 'Values')
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ _PILLAR_LIST = [
            "Not wasting the customer's time: marketing contact beyond what they want erodes trust."),
     Pillar("advocacy", "Advocacy",
            "Customers who recommend you: referrals given and received, the strongest trust signal."),
+    Pillar("values", "Values",
+           "What the company stands for: the causes it supports, its partners, fair pay, working conditions, "
+           "sustainability; ethics incidents, values commitments and values-related complaints. "
+           "It moves trust most for customers who care."),
     Pillar("engagement", "Engagement",
            "How much the customer uses the product (context, not a trust pillar).", is_trust=False),
     Pillar("account", "Account",
@@ -77,6 +83,12 @@ _EVENT_LIST = [
     EventType("usage", "engagement", "A product session.", "minutes"),
     EventType("purchase", "engagement", "A purchase.", "amount, currency"),
     EventType("cancellation", "account", "The customer cancelled (the churn event in contractual data)."),
+    # values (listed last: existing event-type codes keep their order)
+    EventType("ethics_incident", "values",
+              "A company-wide ethics incident the customer was exposed to (e.g. a partner's labour scandal, a misleading claim)."),
+    EventType("values_commitment", "values",
+              "A company-wide values commitment the customer was told about (e.g. sustainability, fair pay)."),
+    EventType("values_complaint", "values", "The customer complained about the company's values or conduct."),
 ]
 EVENT_TYPES: dict[str, EventType] = {e.name: e for e in _EVENT_LIST}
 

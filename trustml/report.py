@@ -19,7 +19,7 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["suite_dir", "suite", "inject_parameters", "execute", "run_report"]
+__all__ = ["suite_dir", "suite", "inject_parameters", "execute", "run_report", "next_steps"]
 
 
 def suite_dir() -> Path:
@@ -62,6 +62,34 @@ def execute(nb, cwd: Path, timeout: int = 900):
     # what a cell prints, errors included, is in the notebook
     _client(nb, cwd, timeout).execute(stderr=subprocess.DEVNULL)
     return nb
+
+
+def next_steps(study, folder: Path | None = None) -> str:
+    """What to do next, as Markdown, naming only notebooks that run on this study's data (the quickstart's ending).
+
+    >>> class S: world = None
+    >>> "ground truth" in next_steps(S()) and "notebook 10" not in next_steps(S())
+    True
+    """
+    simulated = study.world is not None
+
+    def runs(prefix: str) -> bool:
+        path = next(iter(sorted((folder or suite_dir()).glob(f"{prefix}_*.ipynb"))), None)
+        if path is None:
+            return False
+        runs_on = nbformat.read(path, as_version=4).metadata.get("trustml", {}).get("runs_on", "any")
+        return runs_on == "any" or (simulated and runs_on == "simulated")
+    lines = ["* Read the pillar chart first: it says where trust is being lost across the base."]
+    lines.append("* Use reason codes per customer, then "
+                 + ("the what-if explorer (notebook 06) to see which change would bring a customer's risk down, "
+                    if runs("06") else "")
+                 + "and the playbook (`trustml playbook`) to rank actions by expected value.")
+    if runs("10"):
+        lines.append("* Notebook 10 checks these explanations against the simulator's ground truth before you rely on them.")
+    else:
+        lines.append("* Your data has no ground truth to check the explanations against: notebook 05 shows how each signal "
+                     "moves risk, and the summary lists any declared direction the model contradicts.")
+    return "\n".join(lines)
 
 
 def _title(nb) -> str:
@@ -148,7 +176,8 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
     index.write_text(_index_html(rows, card, study.source), encoding="utf-8")
     failed = [r["name"] for r in rows if r["status"] == "failed"]
     if failed:
-        raise RuntimeError(f"report written to {index}, but these notebooks failed: {failed} (see their HTML)")
+        reasons = "; ".join(f"{r['name']}: {r['why']}" for r in rows if r["status"] == "failed")
+        raise RuntimeError(f"{len(failed)} notebook(s) failed: {reasons}")
     return index
 
 
@@ -228,6 +257,7 @@ def _index_html(rows: list[dict], card: dict, source: dict) -> str:
     pillars = "".join(f"<tr><td>{e(p['label'])}</td><td>{p['mean_abs_shap']:.3f}</td><td>{p['share']:.1%}</td></tr>"
                       for p in card["pillar_importance"])
     lim = "".join(f"<li>{e(x)}</li>" for x in card["limitations"])
+    warn = "".join(f"<li>{e(x)}</li>" for x in card["warnings"])
     assumptions = "".join(f"<li>{e(x)}</li>" for x in card["economics"]["assumptions"])
     data = "".join(f"<tr><td>{e(str(k))}</td><td>{e(str(v))}</td></tr>" for k, v in card["data"].items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>trustml report</title>
@@ -240,6 +270,7 @@ table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{border-bottom:1px so
 <h3>Test metrics</h3><table><tr><th>model</th><th>ROC-AUC</th><th>PR-AUC</th><th>top-decile lift</th></tr>{metrics}</table>
 <h3>What drives churn, by trust pillar</h3><table><tr><th>pillar</th><th>mean |SHAP| (log-odds)</th><th>share</th></tr>{pillars}</table>
 <h3>Economics assumptions</h3><ul>{assumptions}</ul>
+<h3>Warnings</h3><ul>{warn or "<li>none</li>"}</ul>
 <h3>Limitations</h3><ul>{lim}</ul>
 <h3>Privacy</h3><p>{e(card['privacy'])}</p>
 <p>Full card: <a href="model_card.json">model_card.json</a>; tables and model: <code>results/</code>.</p></body></html>"""

@@ -40,9 +40,12 @@ from scipy.special import expit
 from trustml.pillars import EVENT_TYPES, TRUST_PILLARS
 
 __all__ = ["Policy", "Campaign", "OFFERS", "campaign_effects", "SimConfig", "World", "simulate", "simulate_to_dir", "true_effects", "write_world", "read_world", "read_truth",
-           "EVENT_TYPE_DTYPE", "CHUNK_SIZE"]
+           "EVENT_TYPE_DTYPE", "VALUES_EVENT_TYPE_DTYPE", "CHUNK_SIZE"]
 
-EVENT_TYPE_DTYPE = pl.Enum(list(EVENT_TYPES))
+VALUES_EVENT_TYPES = tuple(e for e, t in EVENT_TYPES.items() if t.pillar == "values")
+# the default world's event types (values events exist only with SimConfig(values_events=True): the default stays as it was)
+EVENT_TYPE_DTYPE = pl.Enum([e for e in EVENT_TYPES if e not in VALUES_EVENT_TYPES])
+VALUES_EVENT_TYPE_DTYPE = pl.Enum(list(EVENT_TYPES))
 CHUNK_SIZE = 50_000  # customers per block; fixed so the output never depends on how big a run is
 PLANS = ("basic", "standard", "premium")
 CHANNELS = ("organic", "paid", "referral")
@@ -122,6 +125,20 @@ class SimConfig:
     # No change (the default) is the world as before, byte for byte. Before a change's month the truth (trust, hazard,
     # churn) is the unchanged world's; timestamps within a month may differ (their draws follow the event counts).
     changes: tuple[tuple[int, str, float], ...] = ()
+    # values alignment (off by default: the default world is unchanged): company-wide ethics incidents and values
+    # commitments, in months drawn once per seed (shared by every customer), move "values" trust much more for
+    # customers who care about values (a hidden trait, `values_care_share` of them); customers who care complain
+    # about an incident (values_complaint) now and then
+    values_events: bool = False
+    values_care_share: float = 0.35
+    values_incident_rate: float = 0.08      # chance of a company-wide ethics incident in a month
+    values_commitment_rate: float = 0.06    # chance of a company-wide values commitment in a month
+    values_weight: float = 0.9              # weight of values trust in the churn logit
+
+    @property
+    def pillars(self) -> tuple[str, ...]:
+        """The trust pillars the world plays (values only with `values_events`)."""
+        return tuple(p for p in TRUST_PILLARS if p != "values" or self.values_events)
 
     def by_month(self, knob: str, n_months: int) -> np.ndarray:
         """The knob's value in each month, after `changes` (e.g. more unannounced price rises from month 18)."""
@@ -237,7 +254,8 @@ class _Block:
     def play(self, policy: Policy) -> tuple[dict, dict]:
         """Trust trajectories, hazards and events under `policy`. Returns (grids, event arrays)."""
         cfg, n, M = self.cfg, self.n, self.M
-        P = {p: np.zeros((n, M)) for p in TRUST_PILLARS}
+        pillars = cfg.pillars
+        P = {p: np.zeros((n, M)) for p in pillars}
         cell_add = lambda grid, cells, vals: np.add.at(grid.ravel(), cells, vals)  # noqa: E731
         # tickets: a problem costs service trust; fast and empathetic resolution more than repays it
         hours = self.t_hours / policy.resolution_speedup
@@ -266,12 +284,14 @@ class _Block:
             price = self._campaign(policy.campaign, P, price, n_mkt, t_broken, s_kept)
         # trust recursion; referrals depend on trust and reinforce it
         w = dict(cfg.pillar_weights)
-        T = {p: np.zeros((n, M)) for p in TRUST_PILLARS}
+        if cfg.values_events:
+            self._values(P)
+        T = {p: np.zeros((n, M)) for p in pillars}
         referral = np.zeros((n, M), dtype=bool)
         start_adv = np.where(self.channel == 2, 0.6, 0.0)
         for m in range(M):
             at_signup = self.signup_month == m
-            for p in TRUST_PILLARS:
+            for p in pillars:
                 prev = T[p][:, m - 1] if m else np.zeros(n)
                 prev_shock = P[p][:, m - 1] if m else np.zeros(n)
                 T[p][:, m] = cfg.trust_decay * prev + prev_shock
@@ -279,9 +299,10 @@ class _Block:
                     T[p][:, m] = np.where(at_signup, start_adv, T[p][:, m] + 0.25 * (referral[:, m - 1] if m else 0))
                 else:
                     T[p][:, m] = np.where(at_signup, 0.0, T[p][:, m])
-            total = sum(T[p][:, m] for p in TRUST_PILLARS)
+            total = sum(T[p][:, m] for p in pillars)
             referral[:, m] = (self.ref_u[:, m] < expit(-3.8 + 0.9 * total)) & (m >= self.signup_month)
-        contrib = {p: -w[p] * T[p] for p in TRUST_PILLARS}
+        w = {**w, "values": cfg.values_weight}
+        contrib = {p: -w[p] * T[p] for p in pillars}
         tenure_m = np.maximum(np.arange(M)[None, :] - self.signup_month[:, None], 0)
         contrib["account"] = (np.array(cfg.plan_logit)[self.plan][:, None]
                               + 1.2 * self.price_sens[:, None] * np.log(price / np.array(cfg.plan_prices)[self.plan][:, None])
@@ -302,6 +323,41 @@ class _Block:
                      price=price, active=active)
         ev = self._events(policy, hours, reopened, emp_score, t_kept, s_kept, n_mkt, announced, referral, end_ts, churn_ts, has)
         return grids, ev
+
+    def values_state(self) -> dict:
+        """Values world (SimConfig.values_events): company-wide incident / commitment months and times, who cares, complaints.
+
+        Its own random streams (company-wide months from the seed alone, so every block shares them), so
+        turning it on leaves every other draw as it was.
+        """
+        if getattr(self, "_values_cache", None) is not None:
+            return self._values_cache
+        cfg, n, M = self.cfg, self.n, self.M
+        world = np.random.default_rng(np.random.SeedSequence([self.seed_key[0], 104_729]))
+        incident = world.random(M) < cfg.values_incident_rate
+        commitment = world.random(M) < cfg.values_commitment_rate
+        month_len = (self.months[1:] - self.months[:-1]) / np.timedelta64(1, "us")
+        inc_ts = self.months[:M] + (world.random(M) * month_len).astype(np.int64) * np.timedelta64(1, "us")
+        com_ts = self.months[:M] + (world.random(M) * month_len).astype(np.int64) * np.timedelta64(1, "us")
+        r = np.random.default_rng(np.random.SeedSequence([*self.seed_key, 104_729]))
+        cares = r.random(n) < cfg.values_care_share
+        exposed_inc = incident[None, :] & (self.signup_ts[:, None] < inc_ts[None, :])
+        exposed_com = commitment[None, :] & (self.signup_ts[:, None] < com_ts[None, :])
+        # complaints: customers who care, after an incident they saw (30%), or now and then (1% a month)
+        active = np.arange(M)[None, :] >= self.signup_month[:, None]
+        complaint = active & cares[:, None] & (r.random((n, M)) < np.where(exposed_inc, 0.30, 0.01))
+        complaint_frac = r.random((n, M))
+        event_frac = r.random((n, M, 2))
+        self._values_cache = dict(cares=cares, exposed_inc=exposed_inc, exposed_com=exposed_com, inc_ts=inc_ts,
+                                  com_ts=com_ts, complaint=complaint, complaint_frac=complaint_frac, event_frac=event_frac)
+        return self._values_cache
+
+    def _values(self, P: dict) -> None:
+        """Values trust shocks: an ethics incident costs much more trust, and a commitment earns more, for those who care."""
+        v = self.values_state()
+        care = v["cares"][:, None]
+        P["values"] += np.where(v["exposed_inc"], np.where(care, -1.0, -0.1), 0.0)
+        P["values"] += np.where(v["exposed_com"], np.where(care, 0.5, 0.05), 0.0)
 
     def campaign_state(self, c: Campaign) -> tuple[np.ndarray, np.ndarray]:
         """(assigned to treatment and active by the campaign month, would abuse a goodwill credit), per customer."""
@@ -398,6 +454,20 @@ class _Block:
         add(cells, at(cells, rng.random(cells.size)), "privacy_incident")
         cells = np.flatnonzero(referral.ravel())
         add(cells, at(cells, rng.random(cells.size)), "referral_given")
+        if self.cfg.values_events:
+            v = self.values_state()
+            for key, ts, etype in (("exposed_inc", v["inc_ts"], "ethics_incident"), ("exposed_com", v["com_ts"], "values_commitment")):
+                cells = np.flatnonzero(v[key].ravel())
+                # the customer hears of it within a few days
+                add(cells, ts[cells % M] + (v["event_frac"][..., 0].ravel()[cells] * 5 * 24).astype(np.int64) * _HOUR, etype)
+            cells = np.flatnonzero(v["complaint"].ravel())
+            ts = at(cells, v["complaint_frac"].ravel()[cells])
+            after = v["exposed_inc"].ravel()[cells]   # a complaint about an incident comes after it
+            month_end = self.months[cells % M + 1]
+            inc = v["inc_ts"][cells % M]
+            ts = np.where(after, inc + ((month_end - inc) / np.timedelta64(1, "us") * v["complaint_frac"].ravel()[cells]).astype(np.int64)
+                          * np.timedelta64(1, "us"), ts)
+            add(cells, ts, "values_complaint")
         cust = np.nonzero(has)[0]
         add(cust, churn_ts[cust], "cancellation", by_cell=False)
         c = np.concatenate(out_c)
@@ -422,7 +492,8 @@ class _Block:
         events = pl.DataFrame({
             "customer_id": ids[ev["customer"]],
             "timestamp": ev["timestamp"],
-            "event_type": pl.Series(np.array(list(EVENT_TYPES))[ev["event"]]).cast(EVENT_TYPE_DTYPE),
+            "event_type": pl.Series(np.array(list(EVENT_TYPES))[ev["event"]]).cast(
+                VALUES_EVENT_TYPE_DTYPE if self.cfg.values_events else EVENT_TYPE_DTYPE),
             "value": ev["value"],
         }).with_columns(pl.col("value").fill_nan(None)).sort("customer_id", "timestamp", "event_type", "value", nulls_last=True)
         # truth: one row per customer-month while the customer is active at the month start

@@ -398,6 +398,15 @@ class Study:
         return explain(self.trained, self.test)
 
     @stage()
+    def directions(self) -> tuple[pl.DataFrame, list[str]]:
+        """(table, warnings): does the model agree with each declared direction on the test rows
+        (`trustml.explanations.direction_check`)? Contradictions are warnings in the summary and model card."""
+        from trustml.explanations import direction_check
+        c = direction_check(self.explanation, self.registry, self.test["churned"].to_numpy(),
+                            constrained=self.trained.model.monotone_constraints is not None)
+        return c.table, list(c.warnings)
+
+    @stage()
     def pillars(self) -> pl.DataFrame:
         from trustml.explanations import pillar_importance
         return pillar_importance(self.explanation, self.registry)
@@ -449,7 +458,8 @@ class Study:
     def survival(self):
         """Discrete-time hazard model (`trustml.survival`): survival curves, expected months, lifetime value."""
         from trustml.survival import fit_survival
-        return fit_survival(self.table, seed=self.source.get("seed", 0))
+        tenure = self.mapping.tenure if self.mapping is not None else None
+        return fit_survival(self.table, tenure=tenure, seed=self.source.get("seed", 0))
 
     @stage()
     def clv(self) -> np.ndarray:
@@ -513,7 +523,7 @@ class Study:
     def compute(self, stages: list[str] | None = None, *, progress: bool = False) -> Study:
         """Compute `stages` (default: every stage that applies to this data) once, e.g. before `save`."""
         if stages is None:
-            stages = ["comparison", "calibration", "folds", "explanation", "pillars", "latest", "economics"]
+            stages = ["comparison", "calibration", "folds", "explanation", "pillars", "directions", "latest", "economics"]
             if self.world is not None:
                 stages += ["truth", "whatif_truth", "causal_effects", "causal_truth", "survival_truth"]
         if progress:
@@ -536,7 +546,7 @@ class Study:
         calibrator = self.trained.calibrator
         cal_where = "cross-fitted predictions of the training customers" if self.table.is_flat else "snapshots after the training ones"
         card = {
-            "warnings": describe_leaks(self.leaks) + [str(p) for p in self.warnings],
+            "warnings": describe_leaks(self.leaks) + self.directions[1] + [str(p) for p in self.warnings],
             "model": "LightGBM churn classifier (trustml.ChurnModel), parameters tuned per data set with Optuna, "
                      + (f"{calibrator.method_} calibration on {cal_where}" if calibrator else "no calibration"),
             "data": {**self.source, "feature_rows": self.table.frame.height, "label": label,
@@ -553,6 +563,7 @@ class Study:
                             "fitted_on": cal_where if calibrator else None,
                             "test_before_after": self.calibration.to_dicts()},
             "leakage_check": self.leaks,
+            "directions": self.directions[0].to_dicts(),
             "pillar_importance": self.pillars.select("pillar", "label", "mean_abs_shap", "share").to_dicts(),
             "economics": {"best": self.economics.best, "plus_5pp": self.economics.plus_5pp,
                           "assumptions": self.economics.assumptions.lines() + [self.value_at_stake[2]]},
@@ -566,6 +577,19 @@ class Study:
         if self.truth:
             card["truthfulness"] = {"spearman_pillars": self.truth["spearman"], "lever_agreement_top200": self.truth["agreement"]}
         return card
+
+    def _split_line(self) -> str:
+        sp = self.trained.metadata["trained_on"]
+        if sp.get("kind") == "customers":
+            if sp["test_size"] >= 1:
+                return "Split: every row is a test row (a separate test file)."
+            cal = (f"{sp['calibration_size']:.0%} of customers held out to calibrate" if sp["calibration_size"]
+                   else "calibrated on cross-fitted predictions of the training customers")
+            return (f"Split by customer (no dates): {sp['test_size']:.0%} of customers held out to test, the rest to train; "
+                    f"{cal}.")
+        cal = ", ".join(sp["calibration_snapshots"]) or "none"
+        return (f"Split by time: trained on snapshots {sp['snapshots'][0]} to {sp['snapshots'][1]}, calibrated on {cal}, "
+                f"tested on {', '.join(sp['test_snapshots'])}.")
 
     def _limitations(self) -> list[str]:
         out = ["Explanations describe the model, not causes: a what-if is the model's answer, not an experiment's."]
@@ -608,8 +632,9 @@ class Study:
         from trustml.leakage import describe_leaks
         tuning = self.trained.metadata.get("tuning")
         cal = self.trained.calibrator
-        lines = [*describe_leaks(self.leaks), *([str(self.warnings)] if self.warnings else []), head,
+        lines = [*describe_leaks(self.leaks), *self.directions[1], *([str(self.warnings)] if self.warnings else []), head,
                  f"Feature table: {self.table.frame.height:,} rows x {len(self.registry)} features over {len(self.registry.pillars)} pillars.",
+                 self._split_line(),
                  ("Model: LightGBM, " + (f"tuned by {len(tuning['trials'])} Optuna trials ({tuning['validation']})" if tuning
                                          else "untuned defaults") + (f"; {cal.method_} calibration ({cal.reason_})." if cal else "; not calibrated.")),
                  *([f"Fitted on a seeded sample of {sampled['customers']:,} of {sampled['of_customers']:,} training customers "
