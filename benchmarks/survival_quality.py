@@ -83,7 +83,7 @@ else:
     split_note = f"test snapshot {test_date} ({test.height:,} customers), trained on outcomes to it"
 fit_s = time.perf_counter() - t1
 print(f"split: {split_note}; hazard model: {surv.metadata['person_period_rows']:,} customer-months, "
-      f"{surv.metadata['rounds']} trees, {fit_s:.1f} s")
+      f"{surv.metadata['rounds']} trees, settings chosen on held-out data {surv.metadata['params']}, {fit_s:.1f} s")
 
 keep = obs["time"].to_numpy() > 0
 time_, event = obs["time"].to_numpy()[keep], obs["event"].to_numpy()[keep]

@@ -66,6 +66,8 @@ def test_moving_a_slider_in_jupyterlab_changes_the_risk(lab, browser):
     risk = page.locator(".trustml-explorer-view .trustml-risk")
     before = risk.text_content()
     assert "churn risk" in before and "cust-" in before and "→" not in before
+    curves = page.locator(".trustml-explorer-view svg.trustml-survival")
+    assert curves.locator("path.trustml-surv-before").get_attribute("d") == curves.locator("path.trustml-surv-after").get_attribute("d")
     slider = page.locator(".widget-slider", has=page.get_by_text("Marketing contacts in the last 30 days", exact=True))
     readout = slider.locator(".widget-readout")
     readout.scroll_into_view_if_needed()
@@ -78,6 +80,14 @@ def test_moving_a_slider_in_jupyterlab_changes_the_risk(lab, browser):
     after = risk.text_content()
     assert "→" in after and "points" in after and "not a causal effect" in after
     assert "Marketing contacts in the last 30 days" in page.locator(".trustml-explorer-view .trustml-changes").text_content()
+    # issue 14: the causal estimate (double ML) beside the model's answer; issue 15: the survival curve before and after
+    view = page.locator(".trustml-explorer-view")
+    assert "causal estimate (double ML)" in view.locator("table.trustml-causal").text_content()
+    assert "Marketing contacts in the last 30 days:" in view.locator(".trustml-causal-line").text_content()
+    curves = view.locator("svg.trustml-survival")
+    before_d, after_d = (curves.locator(f"path.trustml-surv-{k}").get_attribute("d") for k in ("before", "after"))
+    assert before_d != after_d and before_d.count("H") == after_d.count("H") >= 6   # the move changed the curve after
+    assert "expected months" in curves.locator(".trustml-surv-months-after").text_content()
     risk.scroll_into_view_if_needed()
     out = ROOT / "test-artifacts"
     out.mkdir(exist_ok=True)
@@ -134,6 +144,20 @@ def test_browser_and_report_draw_the_same_chart(browser):
     page.close()
     assert live == _view_html(d)
     assert _view_html({**d, "moved": [], "reasons": []}) != live   # the comparison can tell charts apart
+    # with causal estimates beside the model's answer and the survival curve before and after
+    full = {**d, "causal": [
+        {"label": "Marketing contacts in the last 30 days", "policy": "at most one marketing contact a month", "model": -20.3703,
+         "causal": -16.755, "low": -24.4583, "high": -9.052, "moved": True},
+        {"label": "Promises broken & <kept>", "policy": "keep every promise (the customer's)", "model": 0.0, "causal": -0.004,
+         "low": -0.0081, "high": 1.3721, "moved": False},
+        {"label": "Privacy incidents", "policy": "", "model": None, "causal": None, "low": None, "high": None, "moved": False}],
+        "survival": {"horizon": 12, "time_label": "months ahead", "months_before": 8.0496, "months_after": 9.25,
+                     "before": [0.93 ** k for k in range(1, 13)], "after": [0.96 ** k for k in range(1, 13)]}}
+    page = browser.new_page()
+    live = page.evaluate("async ([js, d]) => (await import('data:text/javascript,' + encodeURIComponent(js))).view(d)", [js, full])
+    page.close()
+    assert live == _view_html(full) and live != _view_html({**full, "survival": {**full["survival"], "after": full["survival"]["before"]}})
+    assert "trustml-surv-after" in live and "no causal estimate for this lever" in live and "causal estimate (double ML)" in live
 
 
 def test_report_html_shows_the_explorer_offline(tmp_path, browser):
@@ -174,4 +198,46 @@ def test_report_html_shows_the_explorer_offline(tmp_path, browser):
     page.goto((tmp_path / "live.html").as_uri())
     page.wait_for_load_state("load")
     assert page.locator("svg.trustml-chart").count() == 0
+    context.close()
+
+
+def test_report_html_shows_causal_estimates_and_survival_curves_offline(tmp_path, browser):
+    """An explorer given causal effects and a survival model, executed as `trustml report` does, frozen, opened offline."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from trustml.explorer import freeze_explorers
+    from trustml.report import execute
+    cells = ["import trustml as tm\nfrom trustml.causal import lever_effects\nfrom trustml.survival import fit_survival\n"
+             "study = tm.Study.load(n_customers=1500, n_months=15, seed=0, trials=0)",
+             "effects = lever_effects(study.table.labelled(), study.events, study.registry, ['promises'])\n"
+             "surv = fit_survival(study.table, horizon=6, n_estimators=300)",
+             "explorer = tm.Explorer(study.trained, study.latest, effects=effects, events=study.events, survival=surv)\nexplorer",
+             "c = explorer.controls['promise_broken']\nexplorer.set(promise_broken=c.min if c.value != c.min else c.max)\n"
+             "print(explorer.summary())"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells],
+                                  metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb = execute(nb, tmp_path)
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    chart = next(s["state"] for s in state.values() if s["state"].get("_anywidget_id") == "trustml.explorer.ExplorerChart")
+    assert chart["moved"] and chart["survival"]["after"] != chart["survival"]["before"]
+    (tmp_path / "frozen.html").write_text(HTMLExporter(template_name="lab").from_notebook_node(freeze_explorers(nb))[0], encoding="utf-8")
+    context = browser.new_context(offline=True)
+    page = context.new_page()
+    page.goto((tmp_path / "frozen.html").as_uri())
+    view = page.locator(".trustml-explorer-static")
+    curves = view.locator("svg.trustml-survival")
+    curves.wait_for(state="visible", timeout=10_000)
+    before_d, after_d = (curves.locator(f"path.trustml-surv-{k}").get_attribute("d") for k in ("before", "after"))
+    assert before_d != after_d and before_d.count("V") == after_d.count("V") == 6
+    s = chart["survival"]
+    assert f"{s['months_before']:.1f} expected months of the next 6" in curves.text_content()
+    assert f"after the changes: {s['months_after']:.1f} expected months" in curves.text_content()
+    promise = next(r for r in chart["causal"] if r["causal"] is not None)
+    line = view.locator(".trustml-causal-line").text_content()
+    assert "causal estimate (double ML) of the policy 'keep every promise (no promise broken)'" in line
+    assert f"{promise['causal']:+.2f} [95% {promise['low']:+.2f}, {promise['high']:+.2f}] points" in line
+    table = view.locator("table.trustml-causal").text_content()
+    assert "model association (the policy's feature change)" in table and "no causal estimate for this lever" in table
+    assert "not a causal effect" in view.locator(".trustml-risk").text_content()
     context.close()

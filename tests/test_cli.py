@@ -6,7 +6,7 @@ import pytest
 
 from trustml.cli import build_parser, main
 
-COMMANDS = ["simulate", "features", "train", "evaluate", "explain", "playbook", "report", "lab", "mapping", "score"]
+COMMANDS = ["simulate", "features", "train", "evaluate", "explain", "playbook", "report", "lab", "mapping", "score", "survival"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

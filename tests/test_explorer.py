@@ -200,3 +200,151 @@ def test_with_nothing_actionable_the_explorer_says_why_and_what_to_mark():
     trained, _ = train(table, trials=0, n_estimators=20, early_stopping=False)
     ex = Explorer(trained, table.labelled())
     assert ex.levers == [] and NO_LEVERS in ex.summary() and "[actionable]" in NO_LEVERS
+
+
+# --- causal estimates beside the model's answer (issue 14) -----------------------------------------
+
+@pytest.fixture(scope="module")
+def effects(table, world):
+    """One lever's causal effect (double ML), on the later half of the labelled snapshots (speed)."""
+    from trustml.causal import lever_effects
+    rows = table.labelled()
+    dates = sorted(rows["snapshot_date"].unique().to_list())
+    return lever_effects(rows.filter(pl.col("snapshot_date") >= dates[len(dates) // 2]), world.events, table.registry, ["promises"])
+
+
+@pytest.fixture(scope="module")
+def surv(table):
+    from trustml.survival import fit_survival
+    return fit_survival(table, horizon=6, n_estimators=300)
+
+
+@pytest.fixture()
+def full(model, latest, effects, surv, world):
+    return Explorer(model, latest, top=10, effects=effects, events=world.events, survival=surv)
+
+
+def test_causal_estimate_sits_beside_the_model_association(full, model, effects, world):
+    from trustml.causal import causal_for_rows
+    from trustml.whatif import SIMULATOR_LEVERS, what_if
+    row = full.row
+    truth = causal_for_rows(effects, row, world.events).row(0, named=True)   # the whole event log, not the explorer's slice
+    rows = {r["label"]: r for r in full.chart.causal}
+    promise = rows["Promises broken in the last 90 days"]
+    assert promise["causal"] == pytest.approx(truth["causal_points"], abs=1e-9)
+    assert (promise["low"], promise["high"]) == pytest.approx((truth["ci_low_points"], truth["ci_high_points"]), abs=1e-9)
+    assert promise["policy"] == "keep every promise (no promise broken)" and not promise["moved"]
+    model_answer = what_if(model, row, SIMULATOR_LEVERS["promises"](row)).change_points   # the model's what-if for the same policy
+    assert promise["model"] == pytest.approx(model_answer, abs=1e-9)
+    others = [r for r in full.chart.causal if r is not promise]
+    assert len(others) == len(full.levers) - 1 and all(r["causal"] is None and r["model"] is None for r in others)
+    assert full.chart.causal[0]["label"] == promise["label"]   # levers with an estimate listed first
+    page = full.static_html()
+    assert "causal estimate (double ML) [95% interval]" in page and "model association (the policy&#39;s feature change)" in page
+    assert page.count("no causal estimate for this lever") == len(others)
+    assert f"{promise['causal']:+.2f} [95% {promise['low']:+.2f}, {promise['high']:+.2f}]" in page
+    same = what_if(model, row, {}, effects=effects, events=world.events)   # what_if's own causal table agrees
+    assert full.result.causal.equals(same.causal)
+
+
+def test_moving_a_lever_shows_its_causal_estimate_or_that_it_has_none(full, world, effects):
+    from trustml.causal import causal_for_rows
+    full.set(promise_broken=_other(full, "promise_broken"), marketing_contact=_other(full))
+    moved = [r for r in full.chart.causal if r["moved"]]
+    assert {r["label"] for r in moved} == {"Promises broken in the last 90 days", "Marketing contacts in the last 30 days"}
+    page = full.static_html()
+    line = re.search(r'<div class="trustml-causal-line"[^>]*>(.*?)</div>', page).group(1)
+    assert "causal estimate (double ML) of the policy &#39;keep every promise (no promise broken)&#39;" in line
+    assert "Marketing contacts in the last 30 days: no causal estimate for this lever (model association only)" in line
+    assert f"model association for the same policy: {moved[0]['model']:+.2f} points" in line
+    assert NOTE in page and "causal estimate (double machine learning" in full.summary() and "no causal estimate" in full.summary()
+    second = full.customer.options[1][1]
+    full.customer.value = second   # another customer: their own causal estimate
+    truth = causal_for_rows(effects, full.frame[second], world.events)["causal_points"][0]
+    assert [r["causal"] for r in full.chart.causal if r["causal"] is not None] == [pytest.approx(truth, abs=1e-9)]
+    assert not any(r["moved"] for r in full.chart.causal)
+
+
+def test_effects_without_the_event_log_is_a_clear_error(model, latest, effects):
+    with pytest.raises(ValueError, match="events="):
+        Explorer(model, latest, effects=effects)
+
+
+# --- the survival curve before and after the what-if (issue 15) --------------------------------------
+
+def _paths(page: str) -> dict:
+    return dict(re.findall(r'<path class="trustml-surv-(before|after)" d="([^"]+)"', page))
+
+
+def test_survival_curve_before_and_after(full, surv, model):
+    from trustml.survival import lifetime_table
+    row = full.row
+    s = full.chart.survival
+    assert s["horizon"] == surv.horizon == len(s["before"]) == len(s["after"]) and s["before"] == s["after"]
+    assert s["before"] == pytest.approx(surv.survival(row)[0].tolist(), abs=1e-12)
+    assert all(a >= b for a, b in zip(s["before"], s["before"][1:], strict=False))
+    full.set(marketing_contact=_other(full), promise_broken=_other(full, "promise_broken"))
+    s = full.chart.survival
+    after = apply_levers(row, full.settings, model.registry)
+    assert s["after"] == pytest.approx(surv.survival(after)[0].tolist(), abs=1e-12) and s["after"] != s["before"]
+    months = lifetime_table(surv, pl.concat([row, after], how="vertical_relaxed"))["expected_months"].to_list()
+    assert [s["months_before"], s["months_after"]] == pytest.approx(months, abs=1e-12)
+    page = full.static_html()
+    paths = _paths(page)
+    assert set(paths) == {"before", "after"} and paths["before"] != paths["after"]
+    assert all(p.count("H") == surv.horizon and p.count("V") == surv.horizon for p in paths.values())   # one step per month
+    y = [float(v) for v in re.findall(r"V([\d.]+)", paths["after"])]
+    assert y == pytest.approx([196 - 144 * v for v in s["after"]], abs=0.06)   # drawn where S(k) is
+    assert "hazard model: a model association" in page and f"{s['months_after']:.1f} expected months" in page
+    assert f"expected months of the next {surv.horizon}" in full.summary()
+
+
+def test_survival_curve_agrees_with_the_survival_modules_plot(full, surv, model):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trustml.survival import plot_whatif_curve
+    full.set(promise_broken=0)
+    ax = plot_whatif_curve(surv, full.row, full.settings)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close(ax.figure)
+    s = full.chart.survival
+    assert legend == [f"as is: {s['months_before']:.1f} expected months", f"after: {s['months_after']:.1f} expected months"]
+
+
+def test_a_survival_model_on_other_features_is_a_clear_error(model, latest, surv):
+    with pytest.raises(ValueError, match="survival model reads"):
+        Explorer(model, latest.drop("marketing_contact__count_30d"), survival=surv)
+
+
+def test_without_effects_or_survival_the_display_is_as_before(explorer):
+    page = explorer.static_html()
+    assert explorer.chart.causal == [] and explorer.chart.survival == {}
+    assert "trustml-causal" not in page and "trustml-survival" not in page
+
+
+# --- many customers: search on an index (issue 17) ----------------------------------------------------
+
+def test_search_matches_a_scan_of_every_pseudonym(explorer):
+    frame = explorer.frame
+    pseud = np.array(pseudonymise(frame["customer_id"].to_list()))
+    risk = explorer._risk
+    for q in (pseud[3][:7], pseud[3][:6].upper(), "cust-", "cu", pseud[7]):
+        hit = np.nonzero(np.char.startswith(pseud, q.lower()))[0]
+        explorer.find(q)
+        listed = [i for _, i in explorer.customer.options]
+        assert listed == sorted(hit, key=lambda i: (-risk[i], i))[:10], q   # riskiest first, ties in frame order
+        assert f"{len(hit):,} customer" in explorer.found.value
+    explorer.find("cust-0g")   # not hex: no pseudonym starts so
+    assert "no customer matches" in explorer.found.value
+
+
+def test_precomputed_risk_is_used_and_checked(model, latest):
+    risk = model.predict_risk(latest)
+    a, b = Explorer(model, latest, top=5), Explorer(model, latest, top=5, risk=risk)
+    assert a.customer.options == b.customer.options and a.chart.cohort == b.chart.cohort
+    with pytest.raises(ValueError, match="one finite churn risk per row"):
+        Explorer(model, latest, risk=risk[:-1])
+    with pytest.raises(ValueError, match="not trained.predict_risk"):
+        Explorer(model, latest, risk=risk[::-1])

@@ -209,3 +209,62 @@ def test_pillar_shapley_is_exact_and_agrees_in_sign_with_the_fast_scheme(sim):
     both = sh.filter(pl.col("months") == 6).join(fast.select("customer", "pillar", pl.col("points").alias("fast")), on=["customer", "pillar"])
     big = both.filter(pl.col("points").abs() > 1.0)   # pillars moving S(6) by more than a point
     assert big.height and (np.sign(big["points"]) == np.sign(big["fast"])).mean() >= 0.75
+
+
+def test_hazard_settings_are_chosen_on_held_out_data_and_recorded(sim):
+    *_, surv = sim
+    trials = surv.metadata["validation"]
+    assert len(trials) == len(sv.HAZARD_CANDIDATES["snapshots"]) and all(t["metric"] == "log_loss" for t in trials)
+    best = min(trials, key=lambda t: t["score"])
+    assert surv.metadata["rounds"] >= best["rounds"] and set(surv.metadata["params"]) >= {"num_leaves", "linear_base"}
+
+
+def test_save_load_keeps_a_linear_base_and_refuses_edited_files(sim, tmp_path):
+    _, table, test_date, test, _ = sim
+    surv = sv.fit_survival(table, 4, until=test_date, seed=1, linear_base=True)
+    assert surv.model.linear_ is not None and surv.metadata["params"]["linear_base"] is True
+    folder = surv.save(tmp_path / "lin")
+    back = sv.SurvivalModel.load(folder)
+    assert np.array_equal(back.survival(test), surv.survival(test)) and back.metadata == surv.metadata
+    # the linear part is in the explanations too: pillar contributions still add up to log S - log S_base
+    attr = sv.pillar_survival(back, test.head(3), months=(4,))
+    by = attr.group_by("customer").agg(pl.col("log_survival").sum(), pl.col("survival").first(), pl.col("base_survival").first())
+    assert np.allclose(by["log_survival"], np.log(by["survival"]) - np.log(by["base_survival"]), atol=1e-9)
+    sh = sv.pillar_shapley(back, test.head(1), test, months=(4,), n_background=5)
+    assert sh["survival"][0] == pytest.approx(surv.survival(test.head(1))[0, 3])
+    text = (folder / "hazard.txt").read_text()
+    (folder / "hazard.txt").write_text(text.replace("leaf_value=", "leaf_value=1", 1))
+    with pytest.raises(ContractError, match="does not match hazard.json"):
+        sv.SurvivalModel.load(folder)
+    with pytest.raises(ContractError, match="missing"):
+        sv.SurvivalModel.load(tmp_path / "nothing")
+
+
+def test_survival_table_columns_and_clv(sim):
+    _, _, _, test, surv = sim
+    rows = test.head(5)
+    t = sv.survival_table(surv, rows, 20.0, sv.CLVAssumptions(margin=0.5, annual_discount=0.0))
+    S = surv.survival(rows)
+    assert t["customer"].to_list() == pseudonymise(rows["customer_id"].to_list())
+    assert np.allclose(t.select([f"survival_{k}m" for k in range(1, 7)]).to_numpy(), S)
+    assert np.allclose(t["churn_by_3m"], 1 - S[:, 2]) and "churn_by_12m" not in t.columns     # beyond the 6-month horizon
+    assert np.allclose(t["clv"], 0.5 * 20 * (1 + S[:, :-1].sum(axis=1)))
+
+
+def test_cli_survival_writes_whole_and_refuses_bad_input(tmp_path, capsys):
+    from trustml.cli import main
+    out = tmp_path / "surv"
+    main(["survival", "--customers", "600", "--months", "12", "--horizon", "3", "--margin", "0.5", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "margin: 50%" in printed and "discount rate: 10% a year" in printed and "monthly_price" in printed
+    table = pl.read_parquet(out / "survival.parquet")
+    assert {"customer", "survival_1m", "survival_3m", "expected_months", "churn_by_3m", "clv"} <= set(table.columns)
+    assert table["customer"].str.starts_with("cust-").all() and (table["clv"] > 0).all()
+    assert pl.read_csv(out / "survival.csv").height == table.height
+    assert sv.SurvivalModel.load(out / "model").horizon == 3
+    for argv, what in ((["--margin", "1.5"], "--margin"), (["--horizon", "0"], "--horizon"), (["--data", "x.csv"], "--mapping"),
+                       ([], "exists and is not empty")):
+        with pytest.raises(SystemExit) as e:
+            main(["survival", "--customers", "300", "--months", "12", "--out", str(out), *argv])
+        assert e.value.code == 2 and what in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["model", "survival.csv", "survival.parquet"]

@@ -127,6 +127,9 @@ def _playbook(a):
     table = FeatureTable.read(a.features)
     trained = TrainedModel.load(a.model)
     latest = table.latest()
+    if table.is_flat:  # every customer not marked as churned, each with a risk from a model that never saw them
+        from trustml.model import out_of_fold, split_from_metadata
+        latest = out_of_fold(table, trained, split_from_metadata(table, trained.metadata["trained_on"]))
     mapping = None
     if a.mapping:
         from trustml.mapping import load_mapping
@@ -171,13 +174,50 @@ def _score(a):
                 costs={lv.name: LeverCost(a.cost) for lv in levers(trained.registry)})
     (out.write_parquet if a.out.endswith(".parquet") else out.write_csv)(a.out)
     ids = "REAL customer ids (--real-ids), column real_customer_id" if a.real_ids else "pseudonymised ids"
-    print(f"scored {out.height:,} customers at {frame['snapshot_date'].max()} with {a.model}: {getattr(a, 'target', a.out)} ({ids}); {note}")
+    day = frame["snapshot_date"].max()  # null for a flat table: no invented date
+    print(f"scored {out.height:,} customers{f' at {day}' if day is not None else ''} with {a.model}: {getattr(a, 'target', a.out)} "
+          f"({ids}); {note}")
     for n in notes:
         print(f"  note: {n}")
     if ref is not None:
         print(drift(ref, frame, trained, thresholds=Thresholds(psi_warn=a.psi_warn, psi_alarm=a.psi_alarm)).summary())
     else:
         print(f"  no {REFERENCE_FILE} beside the model: drift not checked")
+
+
+def _survival(a):
+    from trustml.contract import ContractError, Problem
+    from trustml.outputs import check_target, staged
+    from trustml.survival import CLVAssumptions, customers_now, fit_survival, survival_table, value_per_month
+    bad = [Problem("command line", flag, what) for flag, ok, what in (
+        ("--horizon", a.horizon >= 1, f"must be 1 month or more, got {a.horizon}"),
+        ("--margin", 0 < a.margin <= 1, f"a share of the value per month, in (0, 1], got {a.margin:g}"),
+        ("--discount", 0 <= a.discount < 1, f"an annual rate in [0, 1), got {a.discount:g}"),
+        ("--mapping", bool(a.mapping) or not a.data, "--data needs --mapping (a TOML/YAML file, or telco / cdnow)")) if not ok]
+    if bad:
+        raise ContractError(bad)
+    check_target(a.out, kind="dir", overwrite=a.overwrite)   # refuse an existing --out before the work, not after
+    from trustml.study import Study
+    study = Study.from_file(a.data, a.mapping) if a.data else Study.simulated(a.customers, a.months, a.seed)
+    surv = fit_survival(study.table, a.horizon, tenure=study.mapping.tenure if study.mapping is not None else None, seed=a.seed)
+    now = customers_now(study.table)
+    if study.world is not None and "monthly_price" not in now.columns:   # the simulated customers' price
+        now = now.join(study.world.customers.select("customer_id", "monthly_price"), on="customer_id", how="left", maintain_order="left")
+    value, source = value_per_month(now, study.mapping)
+    assumptions = CLVAssumptions(margin=a.margin, annual_discount=a.discount, tail=a.tail, value_source=source)
+    table = survival_table(surv, now, value, assumptions)
+    with staged(a.out, kind="dir", overwrite=a.overwrite) as tmp:
+        table.write_parquet(tmp / "survival.parquet")
+        table.write_csv(tmp / "survival.csv")
+        surv.save(tmp / "model")
+    print(f"wrote survival curves, expected months and CLV for {table.height:,} customers ({study.source['name']}; "
+          f"pseudonymised ids) to {Path(a.out) / 'survival.parquet'} and survival.csv; the hazard model to {Path(a.out) / 'model'}")
+    print(f"  hazard model: {surv.metadata['person_period_rows']:,} customer-months, {surv.metadata['events']:,} churns, "
+          f"{surv.metadata['rounds']} trees; mean expected months within {surv.horizon}: {table['expected_months'].mean():.2f}; "
+          f"mean CLV {assumptions.currency}{table['clv'].mean():,.2f}")
+    print("  CLV assumptions:")
+    for line in assumptions.lines(surv.horizon):
+        print(f"    - {line}")
 
 
 def _lab(a):
@@ -279,6 +319,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--psi-alarm", type=float, default=0.25, help="drift: PSI at which it is 'alarm' (default 0.25)")
     s.set_defaults(run=_score)
 
+    s = sub.add_parser("survival", help="time to churn and lifetime value per customer: S(k), expected months, CLV, to parquet + CSV")
+    s.add_argument("--data", help="your data file with --mapping; default: the simulated trust world")
+    s.add_argument("--mapping", help="mapping (TOML/YAML, or telco / cdnow) for --data")
+    s.add_argument("--customers", type=int, default=3000, help="simulated customers (default 3000)")
+    s.add_argument("--months", type=int, default=18, help="simulated months (default 18)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="folder to write survival.parquet, survival.csv and model/ into (whole or not at all)")
+    s.add_argument("--horizon", type=int, default=12, help="months of survival curve (default 12)")
+    s.add_argument("--margin", type=float, default=0.6, help="CLV: margin on the value per month (default 0.6)")
+    s.add_argument("--discount", type=float, default=0.10, help="CLV: annual discount rate (default 0.10)")
+    s.add_argument("--tail", action="store_true", help="CLV: add months beyond the horizon at the last month's hazard (an extrapolation)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out whole (default: refuse)")
+    s.set_defaults(run=_survival)
+
     s = sub.add_parser("lab", help="open JupyterLab on the notebook suite")
     s.add_argument("--notebooks", help="folder (default: the repository's notebooks/)")
     s.add_argument("--no-browser", action="store_true")
@@ -324,8 +378,8 @@ def main(argv: list[str] | None = None) -> None:
             ValueError) as e:
         print(f"trustml {args.command}: {e}", file=sys.stderr)
         sys.exit(2)
-    except RuntimeError as e:  # e.g. some report notebooks failed: the rest was written, and says which
-        print(f"trustml {args.command}: {e}", file=sys.stderr)
+    except RuntimeError as e:  # e.g. some report notebooks failed: a partial report is not written, the reasons are printed
+        print(f"trustml {args.command}: {e}; nothing was written", file=sys.stderr)
         sys.exit(1)
 
 

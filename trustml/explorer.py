@@ -6,8 +6,21 @@ within valid ranges, toggles for categories), and see risk, the pillar chart and
 update; Reset puts the customer back as they are. The kernel only computes (`what_if`) and sends
 numbers; the chart is SVG drawn by `explorer.js` (an anywidget) in the browser. Slider moves are
 sent while dragging; ipywidgets keeps at most one change in flight and sends the latest value when
-the kernel is free, so a fast drag never queues stale updates. Every effect is labelled as what it
-is: a model association, not a causal effect.
+the kernel is free, so a fast drag never queues stale updates. Every number says what kind it is:
+
+* the model's risk change is a **model association** (what the churn model predicts), not a causal effect;
+* with `effects=` (`trustml.causal.lever_effects`) and `events=` (the event log), each lever's policy
+  gets its **causal estimate (double ML)** for this customer with a 95% interval
+  (`trustml.causal.causal_for_rows`), beside the model's what-if for the same policy; a lever
+  without one says so;
+* with `survival=` (`trustml.survival.fit_survival`), the customer's survival curve S(k), k = 1..H,
+  before and after the current settings, and the expected months of the next H: the hazard model's
+  answer, also a model association.
+
+At a million customers the explorer stays responsive: construction scores the frame once (or takes
+`risk=` from a scoring run) and explains a seeded sample for the cohort means; the first search
+builds an index of the pseudonyms (one hash per customer, once), after which a search is a binary
+search (see benchmarks/explorer_scale.py).
 
 For static HTML (nbconvert, `trustml report`) the display also carries a static rendering (inline
 SVG, lever settings, reasons); `freeze_explorers(nb)` swaps each live explorer in an executed
@@ -30,7 +43,10 @@ from __future__ import annotations
 
 import copy
 import html
+import math
+import re
 import time
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import anywidget
@@ -43,14 +59,19 @@ from trustml.explanations import explain, pillar_explanation
 from trustml.model import TrainedModel
 from trustml.pillars import PILLARS
 from trustml.privacy import pseudonymise
-from trustml.whatif import ASSOCIATION, Lever, WhatIf, levers, what_if
+from trustml.whatif import ASSOCIATION, Lever, WhatIf, apply_levers, levers, what_if
 
-__all__ = ["Explorer", "ExplorerChart", "freeze_explorers", "static_html", "NOTE", "LAB_LOW_LATENCY"]
+__all__ = ["Explorer", "ExplorerChart", "freeze_explorers", "static_html", "NOTE", "MODEL_KIND", "CAUSAL_KIND", "SURVIVAL_KIND",
+           "LAB_LOW_LATENCY"]
 
 NOTE = ASSOCIATION  # the label of every model what-if (trustml.whatif)
+MODEL_KIND = "model association"             # a number the churn model gives for other feature values
+CAUSAL_KIND = "causal estimate (double ML)"  # a number from trustml.causal (double machine learning on the observed tables)
+SURVIVAL_KIND = "hazard model: a model association"   # survival curves and expected months after a what-if
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 GREY, RED, GREEN = "#bbbbbb", "#d62728", "#2ca02c"
+_HEX = re.compile(r"[0-9a-f]{1,10}")
 
 
 class ExplorerChart(anywidget.AnyWidget):
@@ -66,6 +87,8 @@ class ExplorerChart(anywidget.AnyWidget):
     reasons = T.List().tag(sync=True)             # [{pillar, reason}] after the changes
     cohort = T.Unicode("").tag(sync=True)
     levers = T.List().tag(sync=True)              # [{label, own, value, disabled}] every control (static rendering)
+    causal = T.List().tag(sync=True)              # [{label, policy, model, causal, low, high, moved}] per lever (effects given)
+    survival = T.Dict().tag(sync=True)            # {horizon, time_label, before, after, months_before, months_after} (survival given)
     version = T.Int(0).tag(sync=True)             # +1 per update; the browser sets data-version after drawing
     compute_ms = T.Float(0.0).tag(sync=True)      # kernel time of the last update (what_if + packing)
     sent_at = T.Float(0.0).tag(sync=True)         # kernel wall clock (ms since the epoch) when it was sent: latency split
@@ -81,17 +104,35 @@ class Explorer:
 
     `top`: how many of the riskiest customers the picker lists; any other customer is found by
     id (`find`). `sample`: rows explained for the cohort means (seeded; all rows when fewer).
+    `effects` (`trustml.causal.lever_effects`) with `events` (the event log the effects were
+    estimated from): each lever's causal estimate for the customer shown, beside the model's answer.
+    `survival` (`trustml.survival.fit_survival` on the same features): the survival curve before and
+    after the what-if. `risk`: `trained.predict_risk(frame)` if already computed (e.g. by a scoring
+    run), so a large frame is not scored twice; checked on the customers listed.
     `draw` is accepted for compatibility and has no effect: the kernel never draws, the browser does.
     """
 
     def __init__(self, trained: TrainedModel, frame: pl.DataFrame, *, top: int = 50, cohort_column: str | None = "plan",
-                 id_column: str = "customer_id", sample: int = 20_000, seed: int = 0, draw: bool = True):
+                 id_column: str = "customer_id", sample: int = 20_000, seed: int = 0, draw: bool = True,
+                 effects: dict | None = None, events: pl.DataFrame | None = None, survival=None, risk=None):
         self.trained, self.frame, self.id_column, self.top = trained, frame, id_column, top
-        self._risk = trained.predict_risk(frame)
+        if effects and id_column not in frame.columns:
+            raise ValueError(f"Explorer: effects= needs the customers' ids ({id_column!r}) to find their events")
+        if effects and events is None:
+            raise ValueError("Explorer: effects= needs events= (the event log the effects were estimated from): a customer's "
+                             "causal effect depends on their own events")
+        if survival is not None:
+            missing = [n for n in [*survival.features, *([survival.tenure] if survival.tenure else [])] if n not in frame.columns]
+            if missing:
+                raise ValueError(f"Explorer: the survival model reads {len(missing)} feature(s) the frame lacks: {missing[:8]}")
+        self.effects, self.survival = dict(effects or {}), survival
+        self._risk = self._risks(risk)
         self._order = np.argsort(-self._risk, kind="stable")
         self._rank = np.empty(frame.height, dtype=np.int64)
         self._rank[self._order] = np.arange(frame.height)
-        self._pseudonyms: pl.Series | None = None
+        if risk is not None:
+            self._check_risk(self._order[:top])
+        self._index: tuple[np.ndarray, np.ndarray] | None = None   # pseudonym index, built on the first search
         self.customer = W.Dropdown(options=self._options(self._order[:top]), description="Customer", layout=W.Layout(width="420px"))
         self.search = W.Text(placeholder="find: cust-… pseudonym (or its start) or your own id", description="Find",
                              continuous_update=False, layout=W.Layout(width="420px"))
@@ -105,8 +146,14 @@ class Explorer:
         rows = np.arange(frame.height) if frame.height <= sample else np.sort(np.random.default_rng(seed).choice(frame.height, sample, replace=False))
         self._sample = rows
         self._sample_pillars = pillar_explanation(explain(trained, frame[rows]), trained.registry).values if len(rows) else np.zeros((0, 0))
+        self._events = self._by_customer(events) if self.effects else None
+        self._causal_lever = self._causal_levers() if self.effects else {}
         self._loading = False
         self._cohort_for: int | None = None
+        self._causal_for: int | None = None
+        self._causal_rows: list[dict] = []
+        self._causal_frame: pl.DataFrame | None = None
+        self._survival_for: tuple[int, np.ndarray] | None = None   # (row, S before) of the customer shown
         self.result: WhatIf | None = None
         self.customer.observe(lambda _: self.load(), names="value")
         self.search.observe(lambda ch: self.find(ch["new"]), names="value")
@@ -118,6 +165,22 @@ class Explorer:
         self.widget = W.VBox([W.HBox([self.customer, self.search]), self.found, self.chart, W.HTML(head),
                               *self.controls.values(), self.reset_button])
         self.load()
+
+    def _risks(self, risk) -> np.ndarray:
+        if risk is None:
+            return self.trained.predict_risk(self.frame)
+        r = np.asarray(risk, dtype=float).ravel()
+        if r.shape != (self.frame.height,) or not np.isfinite(r).all():
+            raise ValueError(f"Explorer: risk= must be one finite churn risk per row of the frame ({self.frame.height:,}), "
+                             f"got {r.shape[0]:,} values" + ("" if np.isfinite(r).all() else " with NaN or infinite ones"))
+        return r
+
+    def _check_risk(self, idx: np.ndarray) -> None:
+        """`risk=` must be this model's risk for these rows: recomputed for the listed ones (cheap) and compared."""
+        own = self.trained.predict_risk(self.frame[idx])
+        if not np.allclose(own, self._risk[idx], rtol=1e-6, atol=1e-9):
+            raise ValueError("Explorer: risk= is not trained.predict_risk(frame) for this model and frame (the riskiest rows "
+                             "differ): pass the risks of the same model and rows, or leave risk= out")
 
     # -- controls ------------------------------------------------------------------------------
     @staticmethod
@@ -141,22 +204,47 @@ class Explorer:
                else [f"row {i}" for i in idx])
         return [(f"#{self._rank[i] + 1:,}  {c}  ({self._risk[i]:.0%})", i) for i, c in zip(idx, ids, strict=True)]
 
+    # -- search ----------------------------------------------------------------------------------
+    def _pseudonym_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted keys, row of each): a pseudonym's 10 hex digits as one integer, sorted. Built once, on the first search."""
+        if self._index is None:
+            ids = (self.frame[self.id_column].to_list() if self.id_column in self.frame.columns
+                   else [f"row {i}" for i in range(self.frame.height)])
+            key = pl.Series(pseudonymise(ids)).str.slice(5).str.to_integer(base=16).to_numpy()
+            order = np.argsort(key, kind="stable")
+            self._index = (key[order], order)
+        return self._index
+
+    def _matches(self, q: str) -> np.ndarray:
+        """Rows whose pseudonym starts with `q` (any case) or whose own id is `q`: binary searches on the index."""
+        keys, rows = self._pseudonym_index()
+        ql = q.lower()
+        spans = []
+        if "cust-".startswith(ql):                     # 'c', 'cust', 'cust-': every pseudonym starts so
+            spans.append((0, len(keys)))
+        elif ql.startswith("cust-") and _HEX.fullmatch(ql[5:]):
+            shift = 4 * (10 - len(ql) + 5)
+            lo = int(ql[5:], 16) << shift
+            spans.append((np.searchsorted(keys, lo, "left"), np.searchsorted(keys, lo + (1 << shift), "left")))
+        own = int(pseudonymise([q])[0][5:], 16)
+        spans.append((np.searchsorted(keys, own, "left"), np.searchsorted(keys, own, "right")))
+        return np.unique(np.concatenate([rows[a:b] for a, b in spans]))
+
     def find(self, query: str) -> Explorer:
         """List the customers whose pseudonym starts with `query` (or whose own id is `query`), riskiest first.
 
-        At most `top` are listed and the first is shown; an empty query lists the riskiest again.
+        At most `top` are listed and the first is shown; an empty query lists the riskiest again. The first
+        search builds an index of every customer's pseudonym (one hash each); later ones are binary searches.
         """
         q = (query or "").strip()
         if not q:
             idx, text = self._order[: self.top], f"the {min(self.top, self.frame.height):,} riskiest of {self.frame.height:,} customers"
         else:
-            if self._pseudonyms is None:  # once, on the first search: one hash per customer
-                ids = self.frame[self.id_column].to_list() if self.id_column in self.frame.columns else [f"row {i}" for i in range(self.frame.height)]
-                self._pseudonyms = pl.Series(pseudonymise(ids))
-            own = pseudonymise([q])[0]
-            hit = (self._pseudonyms.str.starts_with(q.lower()) | (self._pseudonyms == own)).to_numpy()
-            match = np.nonzero(hit)[0]
-            idx = match[np.argsort(self._rank[match], kind="stable")][: self.top]
+            match = self._matches(q)
+            ranks = self._rank[match]
+            if len(ranks) > self.top:
+                ranks = np.partition(ranks, self.top)[: self.top]
+            idx = self._order[np.sort(ranks)]
             text = (f"no customer matches {html.escape(q)!r}" if not len(match)
                     else f"{len(match):,} customer{'s' if len(match) > 1 else ''} match {html.escape(q)!r}"
                          + (f" (the {self.top} riskiest listed)" if len(match) > self.top else ""))
@@ -242,7 +330,12 @@ class Explorer:
         if self._loading:
             return self
         t0 = time.perf_counter()
-        r = what_if(self.trained, self.row, self.settings, id_column=self.id_column)
+        row, settings = self.row, self.settings
+        r = what_if(self.trained, row, settings, id_column=self.id_column)
+        if self.effects:
+            if self._causal_for != self.customer.value:   # once per customer: it does not depend on the levers
+                self._causal_customer(row)
+            r.causal = self._causal_frame
         self.result = r
         label = {lv.name: lv.description.rstrip(".") for lv in self.levers}
         data = {
@@ -255,6 +348,8 @@ class Explorer:
             "cohort": self._cohort_text(r) if self._cohort_for != self.customer.value else self.chart.cohort,
             "levers": [{"label": label[lv.name], "own": _fmt(self._loaded.get(lv.name)), "value": _fmt(self.controls[lv.name].value),
                         "disabled": bool(self.controls[lv.name].disabled)} for lv in self.levers],
+            "causal": [{**{k: v for k, v in x.items() if k != "_lever"}, "moved": x["_lever"] in settings} for x in self._causal_rows],
+            "survival": self._survival_data(row, settings) if self.survival is not None else {},
         }
         with self.chart.hold_sync():   # one comm message per update
             for k, v in data.items():
@@ -263,6 +358,85 @@ class Explorer:
             self.chart.sent_at = 1000 * time.time()
             self.chart.version += 1
         return self
+
+    # -- causal estimates beside the model's answer ------------------------------------------------
+    def _by_customer(self, events: pl.DataFrame) -> pl.DataFrame:
+        """The event log sorted by customer (once, unless it already is): a customer's events are then a slice."""
+        if self.id_column not in events.columns:
+            raise ValueError(f"Explorer: events= has no {self.id_column!r} column")
+        ids = events[self.id_column]
+        return events if ids.is_sorted() else events.sort(self.id_column, maintain_order=True)
+
+    def _customer_events(self, row: pl.DataFrame) -> pl.DataFrame:
+        ids = self._events[self.id_column]
+        cid = row[self.id_column].cast(ids.dtype)[0]
+        lo, hi = ids.search_sorted(cid, side="left"), ids.search_sorted(cid, side="right")
+        return self._events.slice(lo, hi - lo)
+
+    def _causal_levers(self) -> dict[str, str]:
+        """Explorer lever -> the causal lever (policy) that moves it, e.g. 'promise_broken' -> 'promises'."""
+        from trustml.causal import MODEL_SETTINGS
+        names = {lv.name for lv in self.levers}
+        out = {}
+        for p in self.effects:
+            try:
+                moved = MODEL_SETTINGS[p](self.frame.head(1)) if p in MODEL_SETTINGS else {}
+            except (KeyError, pl.exceptions.PolarsError):   # the policy's features are not in this data
+                moved = {}
+            out.update({k: p for k in moved if k in names})
+        return out
+
+    def _causal_customer(self, row: pl.DataFrame) -> None:
+        """Per lever for this customer: the causal estimate of its policy (95% interval) and the model's what-if
+        for the same policy (its feature change, `whatif.SIMULATOR_LEVERS`), both in points of churn risk."""
+        from trustml.causal import CAUSAL_LEVERS, causal_for_rows
+        from trustml.whatif import SIMULATOR_LEVERS
+        c = causal_for_rows(self.effects, row, self._customer_events(row), id_column=self.id_column)
+        self._causal_frame = c.drop("customer", "snapshot_date")
+        est = {x["lever"]: x for x in c.iter_rows(named=True)}
+        frames, which = [row], []
+        for p in self.effects:
+            try:
+                s = {k: v for k, v in SIMULATOR_LEVERS[p](row).items() if self._causal_lever.get(k) == p} if p in SIMULATOR_LEVERS else {}
+                if s:
+                    frames.append(apply_levers(row, s, self.trained.registry))
+                    which.append(p)
+            except (ValueError, KeyError, TypeError, pl.exceptions.PolarsError):   # the policy is outside what the model's levers allow
+                continue
+        risk = self.trained.predict_risk(pl.concat(frames, how="vertical_relaxed"))
+        model = {p: _z(100 * (risk[i + 1] - risk[0])) for i, p in enumerate(which)}
+        by_policy = {p: k for k, p in self._causal_lever.items()}
+        label = {lv.name: lv.description.rstrip(".") for lv in self.levers}
+        rows = []
+        for lv in self.levers:
+            p = self._causal_lever.get(lv.name)
+            rows.append(self._causal_row(label[lv.name], p, est.get(p), model.get(p), CAUSAL_LEVERS, lv.name))
+        rows += [self._causal_row(PILLARS[p].label, p, est.get(p), model.get(p), CAUSAL_LEVERS, None)
+                 for p in self.effects if p not in by_policy]
+        self._causal_rows = sorted(rows, key=lambda x: x["causal"] is None)   # levers with a causal estimate first
+        self._causal_for = self.customer.value
+
+    @staticmethod
+    def _causal_row(label: str, p: str | None, est: dict | None, model: float | None, causal_levers: dict, lever: str | None) -> dict:
+        if p is None or est is None:
+            return {"label": label, "policy": "", "model": None, "causal": None, "low": None, "high": None, "_lever": lever}
+        return {"label": label, "policy": causal_levers[p].description, "model": model, "causal": _z(est["causal_points"]),
+                "low": _z(est["ci_low_points"]), "high": _z(est["ci_high_points"]), "_lever": lever}
+
+    # -- survival curve before and after ------------------------------------------------------------
+    def _survival_data(self, row: pl.DataFrame, settings: dict) -> dict:
+        """S(k), k = 1..H, and the expected months of the next H (``sum_k (S(k-1) + S(k)) / 2``, as
+        `trustml.survival.lifetime_table`), before (once per customer) and after the current settings."""
+        i = int(self.customer.value)
+        if self._survival_for is None or self._survival_for[0] != i:
+            self._survival_for = (i, self.survival.survival(row)[0])
+        before = self._survival_for[1]
+        after = self.survival.survival(apply_levers(row, settings, self.trained.registry))[0] if settings else before
+        months = [float(((np.r_[1.0, S[:-1]] + S) / 2).sum()) for S in (before, after)]
+        flat = self.survival.tenure is not None
+        return {"horizon": int(self.survival.horizon), "before": [float(x) for x in before], "after": [float(x) for x in after],
+                "months_before": months[0], "months_after": months[1],
+                "time_label": "months from now (from the current tenure)" if flat else "months ahead"}
 
     def _cohort_text(self, r: WhatIf) -> str:
         """Once per customer (it does not depend on the levers)."""
@@ -286,6 +460,15 @@ class Explorer:
     def summary(self) -> str:
         r = self.result
         lines = [r.summary()] + ([] if self.levers else [NO_LEVERS])
+        if self.effects:
+            none = [x["label"] for x in self.chart.causal if x["causal"] is None]
+            lines += [f"  no causal estimate ({MODEL_KIND} only) for: " + "; ".join(none)] if none else []
+        s = self.chart.survival
+        if s:
+            lines.append(f"  expected months of the next {s['horizon']} ({SURVIVAL_KIND}): {s['months_before']:.1f}"
+                         + (f" -> {s['months_after']:.1f}" if r.settings else "")
+                         + f"; still a customer after {s['horizon']} months: {s['before'][-1]:.1%}"
+                         + (f" -> {s['after'][-1]:.1%}" if r.settings else ""))
         lines += [f"  [{x['pillar']}] {x['reason']}" for x in r.reasons.iter_rows(named=True)]
         return "\n".join(lines)
 
@@ -298,6 +481,11 @@ class Explorer:
         bundle["text/html"] = self.static_html()
         bundle["text/plain"] = "trustml what-if explorer\n" + self.summary()
         return bundle, {"trustml": {"explorer_chart": self.chart.model_id}}
+
+
+def _z(x) -> float:
+    """A float with no negative zero (Python prints '-0.00' where JavaScript prints '+0.00')."""
+    return float(x) + 0.0
 
 
 def _fmt(v) -> str:
@@ -361,7 +549,34 @@ def __getattr__(name: str):
 # --- static rendering (reports): the same markup explorer.js draws, from the chart's state --------
 
 def _e(x) -> str:
-    return html.escape(str(x), quote=True)
+    return html.escape(str(x), quote=True).replace("&#x27;", "&#39;")   # as explorer.js escapes
+
+
+def _fixed(x, n: int) -> str:
+    """JavaScript's ``x.toFixed(n)``, which explorer.js draws with: the exact binary value rounded half away from zero
+    (Python's format rounds half to even), so the static rendering is the browser's to the byte.
+
+    Example
+    -------
+    >>> _fixed(9.25, 1), f"{9.25:.1f}", _fixed(-0.0001, 2), _fixed(2.675, 2)
+    ('9.3', '9.2', '-0.00', '2.67')
+    """
+    return str(Decimal(_z(x)).quantize(Decimal(1).scaleb(-n), rounding=ROUND_HALF_UP))
+
+
+def _sg(x, n: int) -> str:
+    """Signed, n decimals, as explorer.js's sg (no negative zero)."""
+    return ("" if _z(x) < 0 else "+") + _fixed(x, n)
+
+
+def _pct(x) -> str:
+    """explorer.js's pct: ``(100 * x).toFixed(1) + "%"``."""
+    return _fixed(100 * x, 1) + "%"
+
+
+def _num(x) -> str:
+    """explorer.js's num: ``(Math.round(x * 10) / 10).toFixed(1)``."""
+    return _fixed(math.floor(x * 10 + 0.5) / 10, 1)
 
 
 def _svg(d: dict) -> str:
@@ -380,40 +595,104 @@ def _svg(d: dict) -> str:
         return xz + v / m * half
 
     def rect(v, y, fill, cls):
-        return (f'<rect class="{cls}" x="{min(x(0), x(v)):.1f}" y="{y:.1f}" width="{abs(x(v) - x(0)):.1f}" height="{bar}" fill="{fill}"/>')
+        return (f'<rect class="{cls}" x="{_fixed(min(x(0), x(v)), 1)}" y="{_fixed(y, 1)}" width="{_fixed(abs(x(v) - x(0)), 1)}" height="{bar}" fill="{fill}"/>')
     out = [f'<svg class="trustml-chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
            f'font-family="sans-serif" font-size="11"><title>{_e(NOTE)}</title>',
            f'<rect x="{x0}" y="4" width="10" height="8" fill="{GREY}"/><text x="{x0 + 14}" y="12">as they are</text>',
            f'<rect x="{x0 + 100}" y="4" width="10" height="8" fill="{after}"/><text x="{x0 + 114}" y="12">after the changes (what the model predicts)</text>',
            f'<text x="{lx}" y="{risk_y + bar + 4}" text-anchor="end" font-weight="bold">Churn risk</text>',
-           f'<rect class="trustml-risk-before" x="{x0}" y="{risk_y}" width="{rx(d["risk_before"]) - x0:.1f}" height="{bar}" fill="{GREY}"/>',
-           f'<rect class="trustml-risk-after" x="{x0}" y="{risk_y + bar + 2}" width="{rx(d["risk_after"]) - x0:.1f}" height="{bar}" fill="{after}"/>',
-           f'<text x="{rx(d["risk_before"]) + 4:.1f}" y="{risk_y + bar - 1}">{d["risk_before"]:.1%}</text>',
-           f'<text x="{rx(d["risk_after"]) + 4:.1f}" y="{risk_y + 2 * bar + 1}">{d["risk_after"]:.1%}</text>']
+           f'<rect class="trustml-risk-before" x="{x0}" y="{risk_y}" width="{_fixed(rx(d["risk_before"]) - x0, 1)}" height="{bar}" fill="{GREY}"/>',
+           f'<rect class="trustml-risk-after" x="{x0}" y="{risk_y + bar + 2}" width="{_fixed(rx(d["risk_after"]) - x0, 1)}" height="{bar}" fill="{after}"/>',
+           f'<text x="{_fixed(rx(d["risk_before"]) + 4, 1)}" y="{risk_y + bar - 1}">{_pct(d["risk_before"])}</text>',
+           f'<text x="{_fixed(rx(d["risk_after"]) + 4, 1)}" y="{risk_y + 2 * bar + 1}">{_pct(d["risk_after"])}</text>']
     for i, r in enumerate(p):
         y = pil_y + i * row
         out += [f'<text x="{lx}" y="{y + bar + 4}" text-anchor="end">{_e(r["label"])}</text>',
                 rect(r["before"], y, GREY, "trustml-bar-before"), rect(r["after"], y + bar + 1, RED if r["after"] > 0 else GREEN, "trustml-bar-after")]
     yb = pil_y + len(p) * row
-    out += [f'<line x1="{xz:.1f}" y1="{pil_y - 4}" x2="{xz:.1f}" y2="{yb}" stroke="black" stroke-width="0.6"/>',
-            f'<text x="{x0}" y="{yb + 12}">{-m:.1f}</text><text x="{x1}" y="{yb + 12}" text-anchor="end">+{m:.1f}</text>',
-            f'<text x="{xz:.1f}" y="{yb + 26}" text-anchor="middle">pillar contribution to churn risk (log-odds; right = raises risk)</text></svg>']
+    out += [f'<line x1="{_fixed(xz, 1)}" y1="{pil_y - 4}" x2="{_fixed(xz, 1)}" y2="{yb}" stroke="black" stroke-width="0.6"/>',
+            f'<text x="{x0}" y="{yb + 12}">{_num(-m)}</text><text x="{x1}" y="{yb + 12}" text-anchor="end">+{_num(m)}</text>',
+            f'<text x="{_fixed(xz, 1)}" y="{yb + 26}" text-anchor="middle">pillar contribution to churn risk (log-odds; right = raises risk)</text></svg>']
     return "".join(out)
+
+
+def _survival_svg(s: dict) -> str:
+    """The customer's survival curve S(k), k = 0..H (S(0) = 1), as they are and after the changes: steps at each month."""
+    width, x0, x1, y0, y1, H = 560, 48, 540, 52, 196, s["horizon"]
+    ht = y1 + 36
+
+    def xs(k):
+        return x0 + ((x1 - x0) * k) / H
+
+    def ys(v):
+        return y1 - (y1 - y0) * v
+
+    def path(S):
+        return f"M{_fixed(xs(0), 1)},{_fixed(ys(1), 1)}" + "".join(f"H{_fixed(xs(i + 1), 1)}V{_fixed(ys(v), 1)}" for i, v in enumerate(S))
+    after = RED if s["months_after"] < s["months_before"] - 1e-12 else GREEN
+    step = max(1, -(-H // 12))
+    out = [f'<svg class="trustml-survival" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{ht}" viewBox="0 0 {width} {ht}" '
+           f'font-family="sans-serif" font-size="11"><title>{_e(SURVIVAL_KIND)}</title>',
+           f'<text x="{x0}" y="12" font-weight="bold">Probability of still being a customer ({_e(SURVIVAL_KIND)})</text>',
+           f'<line x1="{x0}" y1="23" x2="{x0 + 16}" y2="23" stroke="{GREY}" stroke-width="2.5"/><text class="trustml-surv-months-before" '
+           f'x="{x0 + 20}" y="27">as they are: {_fixed(s["months_before"], 1)} expected months of the next {H}</text>',
+           f'<line x1="{x0}" y1="37" x2="{x0 + 16}" y2="37" stroke="{after}" stroke-width="1.5"/><text class="trustml-surv-months-after" '
+           f'x="{x0 + 20}" y="41">after the changes: {_fixed(s["months_after"], 1)} expected months ({_sg(s["months_after"] - s["months_before"], 1)})</text>',
+           f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="black" stroke-width="0.6"/><line x1="{x0}" y1="{y1}" x2="{x1}" y2="{y1}" '
+           'stroke="black" stroke-width="0.6"/>']
+    out += [f'<text x="{x0 - 4}" y="{_fixed(ys(v) + 4, 1)}" text-anchor="end">{round(100 * v)}%</text>' for v in (0, 0.5, 1)]
+    out += [f'<text x="{_fixed(xs(k), 1)}" y="{y1 + 14}" text-anchor="middle">{k}</text>' for k in range(0, H + 1, step)]
+    out += [f'<text x="{_fixed((x0 + x1) / 2, 1)}" y="{y1 + 30}" text-anchor="middle">{_e(s["time_label"])}</text>',
+            f'<path class="trustml-surv-before" d="{path(s["before"])}" fill="none" stroke="{GREY}" stroke-width="2.5"/>',
+            f'<path class="trustml-surv-after" d="{path(s["after"])}" fill="none" stroke="{after}" stroke-width="1.5"/></svg>']
+    return "".join(out)
+
+
+def _causal_html(c: list, moved: list) -> str:
+    """Beside the model's answer: each moved lever's causal estimate (or that it has none), then every lever's in a table."""
+    if not c:
+        return ""
+
+    def est(r):
+        return f"{_sg(r['causal'], 2)} [95% {_sg(r['low'], 2)}, {_sg(r['high'], 2)}]"
+
+    def th(t):
+        return f'<th style="text-align:left;padding:1px 6px">{t}</th>'
+
+    def td(t):
+        return f'<td style="padding:1px 6px">{t}</td>'
+    line = "; ".join(
+        f"{_e(r['label'])}: no causal estimate for this lever ({MODEL_KIND} only)" if r["causal"] is None
+        else f"{_e(r['label'])}: {CAUSAL_KIND} of the policy &#39;{_e(r['policy'])}&#39;: {est(r)} points"
+        + ("" if r["model"] is None else f" ({MODEL_KIND} for the same policy: {_sg(r['model'], 2)} points)")
+        for r in c if r["moved"])
+    rows = "".join(
+        ('<tr class="trustml-causal-row trustml-moved" style="font-weight:bold">' if r["moved"] else '<tr class="trustml-causal-row">')
+        + td(_e(r["label"])) + td(_e(r["policy"])) + td("n/a" if r["model"] is None else _sg(r["model"], 2))
+        + td("no causal estimate for this lever" if r["causal"] is None else est(r)) + "</tr>" for r in c)
+    return ((f'<div class="trustml-causal-line" style="margin:2px 0">Beside the model&#39;s answer: {line}</div>' if moved else "")
+            + '<table class="trustml-causal" style="border-collapse:collapse;margin:4px 0"><caption style="text-align:left;font-weight:bold">'
+            "Each lever&#39;s policy for this customer: change in churn risk in the label window, points (negative = fewer churners; "
+            "moved levers in bold)</caption>"
+            f"<tr>{th('lever')}{th('policy')}{th(MODEL_KIND + ' (the policy&#39;s feature change)')}{th(CAUSAL_KIND + ' [95% interval]')}</tr>"
+            f"{rows}</table>")
 
 
 def _view_html(d: dict) -> str:
     moved = d.get("moved") or []
     change = 100 * (d["risk_after"] - d["risk_before"])
-    arrow = f" &rarr; <b>{d['risk_after']:.1%}</b> ({change:+.1f} points: {_e(NOTE)})" if moved else ""
+    arrow = f" &rarr; <b>{_pct(d['risk_after'])}</b> ({_sg(change, 1)} points: {_e(NOTE)})" if moved else ""
     changes = ("Changes: " + "; ".join(f"{_e(c['label'])} {_e(c['own'])} &rarr; {_e(c['value'])}" for c in moved)) if moved \
         else "No lever moved: the customer as they are."
     rows = "".join(f'<tr><td style="padding:2px 6px">{_e(r["pillar"])}</td><td style="padding:2px 6px">{_e(r["reason"])}</td></tr>'
                    for r in d.get("reasons") or []) or '<tr><td colspan="2" style="padding:2px 6px">nothing raises this risk above the average</td></tr>'
-    return (f'<div class="trustml-risk" style="font-size:14px">{_e(d["customer"])}: churn risk <b>{d["risk_before"]:.1%}</b>{arrow}</div>'
+    return (f'<div class="trustml-risk" style="font-size:14px">{_e(d["customer"])}: churn risk <b>{_pct(d["risk_before"])}</b>{arrow}</div>'
             f'<div class="trustml-cohort" style="margin:2px 0">{_e(d.get("cohort", ""))}</div>'
             f'<div class="trustml-changes" style="margin:2px 0;color:#555">{changes}</div>'
-            f'<div style="display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap">{_svg(d)}'
-            '<table class="trustml-reasons" style="border-collapse:collapse;max-width:520px"><caption style="text-align:left;font-weight:bold">'
+            + _causal_html(d.get("causal") or [], moved)
+            + f'<div style="display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap">{_svg(d)}'
+            + (_survival_svg(d["survival"]) if (d.get("survival") or {}).get("horizon") else "")
+            + '<table class="trustml-reasons" style="border-collapse:collapse;max-width:520px"><caption style="text-align:left;font-weight:bold">'
             f'Why the model predicts this risk, after the changes (SHAP reasons; associations, not causes)</caption>{rows}</table></div>')
 
 

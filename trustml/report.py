@@ -161,8 +161,9 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
         tracked = log_model(study.trained, out / "results" / "model", card=card)  # MLflow, when installed and a URI is set
         if progress:
             print(f"tracking: {tracked.note}")
+        computed = {"causal_levers": None} if "causal_effects" in study.__dict__ else {}   # every lever, read
         rows = _run_notebooks(paths, folder, out, data, mapping, (n_customers, n_months, seed, study.trials), str(cache), progress,
-                              stop, jobs)
+                              stop, jobs, computed)
     except BaseException as e:
         # asyncio (inside nbclient) may turn the interrupt into a CancelledError: either way, the run was stopped
         if stop["signal"] is not None or isinstance(e, KeyboardInterrupt | asyncio.CancelledError):
@@ -181,7 +182,15 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
     return index
 
 
-def _run_notebooks(paths, folder, out, data, mapping, sizes, cache, progress, stop, jobs: int = 2) -> list[dict]:
+def _parameter_names(nb) -> set[str]:
+    import ast
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    return set() if cell is None else {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                                       for t in node.targets if isinstance(t, ast.Name)}
+
+
+def _run_notebooks(paths, folder, out, data, mapping, sizes, cache, progress, stop, jobs: int = 2,
+                   computed: dict | None = None) -> list[dict]:
     """Execute the planned notebooks, `jobs` kernels at a time (each notebook is independent: it reads the shared
     artifacts), and write each one's .ipynb and HTML as it finishes; rows keep the suite's order."""
     import asyncio
@@ -194,7 +203,9 @@ def _run_notebooks(paths, folder, out, data, mapping, sizes, cache, progress, st
         params, why = _plan(nb, data, mapping, sizes[:3], shared)
         rows.append({"name": path.stem, "title": _title(nb), "status": "skipped", "why": why, "seconds": 0.0})
         if params is not None:
-            runs.append((len(rows) - 1, path, inject_parameters(nb, {**params, "trials": sizes[3], "artifacts": cache})))
+            # parameters that say "read it from the artifacts" where the analysis computed it (e.g. causal_levers=None)
+            more = {k: v for k, v in (computed or {}).items() if k in _parameter_names(nb)}
+            runs.append((len(rows) - 1, path, inject_parameters(nb, {**params, "trials": sizes[3], "artifacts": cache, **more})))
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -443,6 +443,34 @@ class Study:
             raise ValueError("causal lever effects need an event log (exposures are computed from events); this data is a flat table")
         return lever_effects(self.table.labelled(), self.events, self.registry, seed=self.source.get("seed", 0))
 
+    def lever_effects(self, levers: list[str] | None = None) -> dict | None:
+        """Causal lever effects for what-ifs: None without an event log; every lever (`causal_effects`, computed
+        once) when `levers` is None; else only `levers`, estimated here (about 10 s each at the default size)."""
+        if self.events is None:
+            return None
+        if levers is None:
+            return self.causal_effects
+        from trustml.causal import lever_effects
+        return lever_effects(self.table.labelled(), self.events, self.registry, levers, seed=self.source.get("seed", 0))
+
+    def explorer(self, causal_levers: list[str] | None = None, **kwargs):
+        """The what-if explorer on `latest` with everything this data allows: causal estimates beside the model's
+        answers (`lever_effects`), the survival curve before and after (where one can be fitted), risks computed once."""
+        from trustml.contract import ContractError
+        from trustml.explorer import Explorer
+        try:
+            surv = self.survival
+        except ContractError:   # e.g. a flat table with no tenure column: no curve to draw
+            surv = None
+        effects = self.lever_effects(causal_levers) or None
+        return Explorer(self.trained, self.latest, effects=effects, events=self.events if effects else None, survival=surv,
+                        risk=self.latest_risk, **kwargs)
+
+    @stage()
+    def latest_risk(self) -> np.ndarray:
+        """`trained.predict_risk(latest)`, computed once (the explorer and campaigns read it)."""
+        return self.trained.predict_risk(self.latest)
+
     @stage()
     def causal_truth(self) -> pl.DataFrame | None:
         """The simulator's true per-row effect of each lever in `causal_effects`, on the same rows and estimand
@@ -490,7 +518,7 @@ class Study:
         """The retention campaign priced on the value at stake: lifetime value where survival curves exist."""
         from trustml.economics import retention_economics
         value, basis, _ = self.value_at_stake
-        return retention_economics(self.trained.predict_risk(self.latest), value, value_basis=basis)
+        return retention_economics(self.latest_risk, value, value_basis=basis)
 
     @stage()
     def truth(self) -> dict | None:
@@ -523,7 +551,8 @@ class Study:
     def compute(self, stages: list[str] | None = None, *, progress: bool = False) -> Study:
         """Compute `stages` (default: every stage that applies to this data) once, e.g. before `save`."""
         if stages is None:
-            stages = ["comparison", "calibration", "folds", "explanation", "pillars", "directions", "latest", "economics"]
+            stages = ["comparison", "calibration", "folds", "explanation", "pillars", "directions", "latest", "latest_risk",
+                      "economics"]
             if self.world is not None:
                 stages += ["truth", "whatif_truth", "causal_effects", "causal_truth", "survival_truth"]
         if progress:

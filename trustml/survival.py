@@ -17,7 +17,9 @@ How it is built (person-period expansion, no future features):
   Flat features are measured at the end, not month by month (the data has nothing else).
 
 The hazard ``h(k | x)`` is a LightGBM binary classifier (`trustml.model.ChurnModel`, one thread,
-seeded, early stopping on the latest 15% of rows by outcome month). A customer's survival curve
+seeded); its settings and rounds are chosen on held-out data (the latest outcome months for snapshots,
+held-out customers' curves for flat tables; see `HAZARD_CANDIDATES`) and recorded in
+``metadata['validation']``. A customer's survival curve
 is ``S(k) = prod_{j<=k} (1 - h(j | x))``, conditional on being active at the snapshot.
 
 Examples
@@ -33,7 +35,10 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -46,15 +51,34 @@ from trustml.pillars import PILLARS
 from trustml.privacy import pseudonymise
 
 __all__ = ["SurvivalModel", "CLVAssumptions", "person_period", "fit_survival", "observed_outcomes", "pillar_survival", "pillar_shapley",
-           "lifetime_table", "clv", "clv_table", "kaplan_meier", "survival_quality", "temporal_holdout", "brier_scores", "integrated_brier", "concordance_td",
+           "lifetime_table", "clv", "clv_table", "customers_now", "survival_table",
+           "kaplan_meier", "survival_quality", "temporal_holdout", "brier_scores", "integrated_brier", "concordance_td",
            "true_hazard_grid", "true_survival", "value_per_month", "best_plan", "versus_truth", "plot_curves", "plot_whatif_curve", "plot_pillar_survival", "TIME_LABEL"]
 
 TIME_LABEL = "Time (months ahead)"
+SAVE_FORMAT = 1
 TENURE_LABEL = "Time (tenure month)"
-# small, slowly learned trees (as `trustml.model.TRAIN_DEFAULTS`); on the simulator (3,000 customers, 24 months, seed 0,
-# 12-month hold-out) they gave an integrated Brier of 0.1353 vs 0.1389 for 8 leaves at learning rate 0.05
-HAZARD_DEFAULTS = dict(num_leaves=4, learning_rate=0.02, n_estimators=2000, min_child_samples=100, colsample_bytree=0.5,
-                       subsample=0.8, early_stopping=True, early_stopping_rounds=50)
+# The hazard model's settings. Rounds are never fixed and, unless parameters are passed, `fit_survival` picks one
+# of a few candidates on data it holds out, then refits the winner on every row with the rounds found (scaled to
+# the larger set):
+# * snapshots: the customer-months with the latest outcome months (`VALIDATION_SHARE` of rows; the future is another
+#   period, and later months are the nearest to it); the candidate and rounds with the lowest log-loss there.
+# * flat tables: a seeded `VALIDATION_SHARE` of customers (no time order); the candidate and rounds whose survival
+#   curves from tenure 0 (over every tenure month seen, as curves start at any current tenure) give those customers
+#   the lowest integrated Brier score (`integrated_brier`), the quality
+#   measure itself (the per-month log-loss kept improving long after the curves over many months got worse).
+# Candidates: small, slowly learned trees; for snapshots, the same more heavily regularised (customer-months of one
+# customer are alike, so a leaf needs many); for flat tables, small trees boosted from a logistic base
+# (`trustml.model.fit_linear_base`, fitted on the training part only), which extrapolates along tenure.
+HAZARD_DEFAULTS = dict(num_leaves=4, learning_rate=0.02, n_estimators=3000, min_child_samples=100, colsample_bytree=0.5,
+                       subsample=0.8, reg_lambda=1.0, linear_base=False, early_stopping_rounds=50)
+HAZARD_CANDIDATES = {"snapshots": ({}, {"min_child_samples": 1000, "reg_lambda": 10.0}),
+                     "flat": ({"learning_rate": 0.05}, {"learning_rate": 0.05, "linear_base": True})}
+VALIDATION_SHARE = 0.15
+VALIDATION_STEP, VALIDATION_PATIENCE = 20, 100   # flat: rounds between checks; rounds without improvement before stopping
+MAX_ROWS = 25_000   # snapshot rows (or flat customers) the hazard learns from at most: a seeded sample beyond it
+MAX_VALIDATION_UNITS = 1000                      # flat: held-out customers whose curves are scored
+FALLBACK_ROUNDS = 100  # too few churns to hold any out: the first candidate, this many rounds
 
 
 def _check_monthly(table: FeatureTable) -> None:
@@ -186,35 +210,65 @@ class SurvivalModel:
         """P(churn within `months`) = 1 - S(months)."""
         return 1.0 - self.survival(frame, months)[:, -1]
 
-    def save(self, path) -> None:
-        """LightGBM text model + JSON (no pickle)."""
-        import json
-        from pathlib import Path
+    def save(self, path) -> Path:
+        """Write `hazard.txt` (LightGBM's text format) and `hazard.json` (settings, features, registry, linear base); no pickle.
+
+        hazard.json records the SHA-256 of hazard.txt and of its own content: `load` refuses edited or mixed files.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.booster_.save_model(str(path / "hazard.txt"), num_iteration=self.model.n_iter_)
-        meta = {"horizon": self.horizon, "time_feature": self.time_feature, "tenure": self.tenure,
-                "feature_names": list(self.model.feature_names_in_), "categories": self.model.categories_,
-                "registry": self.registry.to_dict(), **self.metadata}
-        (path / "hazard.json").write_text(json.dumps(meta, indent=2, default=str))
+        m = self.model
+        text = m.booster_.model_to_string(num_iteration=m.n_iter_)
+        meta = {"format_version": SAVE_FORMAT, "horizon": self.horizon, "time_feature": self.time_feature, "tenure": self.tenure,
+                "params": {k: v for k, v in m.get_params().items() if k != "monotone_constraints"},
+                "feature_names": list(m.feature_names_in_), "categories": m.categories_,
+                "n_iter": int(m.n_iter_), "linear_base": getattr(m, "linear_", None), "registry": self.registry.to_dict(),
+                "metadata": self.metadata, "checksums": {"hazard.txt": hashlib.sha256(text.encode()).hexdigest()}}
+        meta = json.loads(json.dumps(meta, default=str))
+        meta["integrity"] = _digest(meta)
+        (path / ".hazard.txt.tmp").write_text(text)
+        (path / ".hazard.json.tmp").write_text(json.dumps(meta, indent=2))
+        (path / ".hazard.txt.tmp").replace(path / "hazard.txt")
+        (path / ".hazard.json.tmp").replace(path / "hazard.json")
+        return path
 
     @classmethod
     def load(cls, path) -> SurvivalModel:
-        import json
-        from pathlib import Path
-
+        """Read a folder written by `save`, checking both files first; any problem is one `ContractError`."""
         import lightgbm as lgb
         path = Path(path)
-        meta = json.loads((path / "hazard.json").read_text())
-        model = ChurnModel()
-        model.booster_ = lgb.Booster(model_file=str(path / "hazard.txt"))
-        model.feature_names_in_ = np.array(meta.pop("feature_names"), dtype=object)
+
+        def bad(name, what):
+            return ContractError([Problem(str(path / name) if name else str(path), None, what)])
+        missing = [n for n in ("hazard.json", "hazard.txt") if not (path / n).is_file()]
+        if missing:
+            raise bad(None, f"not a saved survival model: {' and '.join(missing)} missing")
+        try:
+            meta = json.loads((path / "hazard.json").read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise bad("hazard.json", f"not valid JSON ({e}); refit or restore the folder") from None
+        if not isinstance(meta, dict) or meta.get("format_version") != SAVE_FORMAT:
+            raise bad("hazard.json", f"format version {meta.get('format_version') if isinstance(meta, dict) else None} is not "
+                                     f"{SAVE_FORMAT}: saved by another trustml version; refit")
+        if meta.get("integrity") != _digest({k: v for k, v in meta.items() if k != "integrity"}):
+            raise bad("hazard.json", "edited after it was saved (its checksum does not match): refit, or restore the saved file")
+        text = (path / "hazard.txt").read_bytes()
+        if hashlib.sha256(text).hexdigest() != meta["checksums"]["hazard.txt"]:
+            raise bad("hazard.txt", "does not match hazard.json (truncated, edited, or from another model): restore both files together")
+        model = ChurnModel(**meta["params"])
+        model.booster_ = lgb.Booster(model_str=text.decode("utf-8"))
+        model.feature_names_in_ = np.array(meta["feature_names"], dtype=object)
         model.n_features_in_ = len(model.feature_names_in_)
-        model.categories_ = meta.pop("categories")
+        model.categories_ = meta["categories"]
         model.classes_ = np.array([0, 1])
-        model.n_iter_ = model.booster_.current_iteration()
-        reg = FeatureRegistry.from_dict(meta.pop("registry"))
-        return cls(model, reg, meta.pop("horizon"), meta.pop("time_feature"), meta.pop("tenure"), meta)
+        model.n_iter_ = meta["n_iter"]
+        model.linear_ = meta["linear_base"]
+        return cls(model, FeatureRegistry.from_dict(meta["registry"]), meta["horizon"], meta["time_feature"], meta["tenure"],
+                   meta["metadata"])
+
+
+def _digest(meta: dict) -> str:
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def fit_survival(table: FeatureTable, horizon: int = 12, *, frame: pl.DataFrame | None = None, until: dt.date | None = None,
@@ -227,13 +281,23 @@ def fit_survival(table: FeatureTable, horizon: int = 12, *, frame: pl.DataFrame 
     for flat tables, numeric features whose rank correlation with the tenure is 0.8 or more (e.g.
     Telco's ``TotalCharges``, about tenure x price: measured at the end, it tells the model how long
     the customer stayed), recorded in ``metadata['excluded']``. params: `ChurnModel` parameters over
-    `HAZARD_DEFAULTS`. Deterministic for a seed.
+    `HAZARD_DEFAULTS` (then only rounds are chosen; else a candidate of `HAZARD_CANDIDATES` too, see the
+    comment above them); ``metadata['params']`` and ``metadata['validation']`` record the choice.
+    Deterministic for a seed (and the rows' order: bagging samples rows by position). Beyond `MAX_ROWS` rows (and
+    no `frame`), a seeded sample of them is expanded, recorded in ``metadata['sampled']``.
     """
     auto = exclude is None
     exclude = list(_tracks_tenure(table, tenure) if auto and table.is_flat else (exclude or ()))
     unknown = [c for c in exclude if c not in table.registry.names]
     if unknown:
         raise ContractError([Problem("features", c, "asked to exclude, but not a feature") for c in unknown])
+    sampled = None
+    if frame is None and table.frame.height > MAX_ROWS:
+        # consecutive monthly snapshots of one customer share most of their future: a seeded sample of snapshot rows
+        # loses little and bounds the cost (active sets are still read from the whole table)
+        keep = np.sort(np.random.default_rng(seed).choice(table.frame.height, MAX_ROWS, replace=False))
+        frame = table.frame[keep]
+        sampled = {"rows": MAX_ROWS, "of_rows": table.frame.height}
     pp = person_period(table, horizon, frame=frame, until=until, tenure=tenure)
     if pp.height == 0 or pp["event"].n_unique() < 2:
         raise ContractError([Problem("features", None, f"time to churn: {pp.height:,} customer-months at risk and "
@@ -242,19 +306,108 @@ def fit_survival(table: FeatureTable, horizon: int = 12, *, frame: pl.DataFrame 
     time_feature = "tenure_month" if flat else "months_ahead"
     col = _tenure_column(table, tenure) if flat else None
     feats = [n for n in table.registry.names if n != col and n not in exclude]
-    if flat:  # no time order in a flat table: a seeded random order of customers for early stopping
+    X = pp.select(*feats, time_feature)
+    y = pp["event"].to_numpy()
+    if flat:   # validation: a seeded share of customers, all their rows
         ids = pp["customer_id"].unique().sort()
-        rank = dict(zip(ids.to_list(), np.random.default_rng(seed).permutation(ids.len()).tolist(), strict=True))
-        order = pp["customer_id"].replace_strict(rank, return_dtype=pl.Int64).to_numpy()
-    else:
-        order = pp["outcome_date"].to_numpy()
-    model = ChurnModel(**{**HAZARD_DEFAULTS, **params}, random_state=seed, n_jobs=1)
-    model.fit(pp.select(*feats, time_feature), pp["event"].to_numpy(), time=order)
+        pick = np.random.default_rng(seed).permutation(ids.len()) < VALIDATION_SHARE * ids.len()
+        held = pp["customer_id"].replace_strict(dict(zip(ids.to_list(), pick.tolist(), strict=True)), return_dtype=pl.Boolean).to_numpy()
+        # scored over the whole tenure range, not only `horizon`: curves start from any current tenure
+        curves = _held_out_curves(pp, held, feats, time_feature, int(pp[time_feature].max()), seed)
+    else:      # validation: the latest outcome months
+        when = pp["outcome_date"].to_numpy()
+        held = when >= np.sort(when)[int((1 - VALIDATION_SHARE) * (len(when) - 1))]
+        held = held if held.mean() < 0.5 else when > np.sort(when)[int((1 - VALIDATION_SHARE) * (len(when) - 1))]
+        curves = None
+    cands = [{**HAZARD_DEFAULTS, **params}] if params else [{**HAZARD_DEFAULTS, **c} for c in HAZARD_CANDIDATES["flat" if flat else "snapshots"]]
+    trials = _validate(X, y, held, cands, seed, curves)
+    best = min(range(len(trials)), key=lambda i: (np.nan_to_num(trials[i]["score"], nan=-1.0), i))
+    chosen = cands[best]
+    # refit on every row, with the chosen rounds scaled to the larger set
+    rounds = max(1, int(np.ceil(trials[best]["rounds"] * len(y) / max(1, int((~held).sum())))))
+    model = ChurnModel(**{**chosen, "n_estimators": rounds, "early_stopping": False}, random_state=seed, n_jobs=1)
+    model.fit(X, y)
     meta = {"person_period_rows": pp.height, "events": int(pp["event"].sum()), "rounds": int(model.n_iter_),
+            **({"sampled": sampled} if sampled else {}),
+            "params": {k: chosen[k] for k in ("num_leaves", "min_child_samples", "learning_rate", "linear_base") if k in chosen},
+            "validation": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in t.items()} for t in trials],
             "until": None if until is None else str(until), "excluded": list(exclude), "event_definition":
             ("churn flag in the last tenure month; right-censored otherwise" if flat else
              "left the active set (in the snapshot of month k-1, not in that of month k); censored at the last snapshot")}
     return SurvivalModel(model, table.registry, horizon, time_feature, col, meta)
+
+
+def _held_out_curves(pp: pl.DataFrame, held: np.ndarray, feats: list[str], time_feature: str, horizon: int,
+                      seed: int) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """The held-out customers' snapshots (flat: customers from tenure 0) as person-period rows for months 1..H, and
+    what was observed of each: time (event month or last month seen) and event, within H. At most `MAX_VALIDATION_UNITS`."""
+    unit = ["customer_id", "snapshot_date"]
+    units = (pp.filter(pl.Series(held)).group_by(unit, maintain_order=True)
+             .agg(*[pl.col(f).first() for f in feats], time=pl.col(time_feature).max(), event=pl.col("event").max()))
+    if units.height > MAX_VALIDATION_UNITS:
+        units = units[np.sort(np.random.default_rng(seed).choice(units.height, MAX_VALIDATION_UNITS, replace=False))]
+    time, event = units["time"].to_numpy(), units["event"].to_numpy()
+    event = np.where(time > horizon, 0, event)
+    time = np.minimum(time, horizon)
+    rows = units.select(feats)[np.repeat(np.arange(units.height), horizon)].with_columns(
+        pl.Series(time_feature, np.tile(np.arange(1, horizon + 1), units.height), dtype=pl.Int64))
+    return rows, time, event
+
+
+def _validate(X: pl.DataFrame, y: np.ndarray, held: np.ndarray, candidates: list[dict], seed: int,
+              curves: tuple[pl.DataFrame, np.ndarray, np.ndarray] | None) -> list[dict]:
+    """Per candidate, trained on the rows not `held`: the rounds with the best held-out score and that score
+    ('metric'): the log-loss of the held rows (`curves` None), or the integrated Brier score of the held-out
+    customers' `curves` (checked every `VALIDATION_STEP` rounds). The linear base, if any, is fitted on the
+    training rows only. Too few churns or stays held out: the first candidate with `FALLBACK_ROUNDS`, score NaN."""
+    import lightgbm as lgb
+
+    from trustml.model import fit_linear_base, linear_score
+    probe = ChurnModel()
+    Xm = probe._matrix(X, fit=True)
+    cat = [i for i, c in enumerate(X.columns) if c in probe.categories_]
+    tr, va = ~held, held
+    yf = y.astype(float)
+    if curves is None:
+        few = min(y[va].sum(), (y[va] == 0).sum(), y[tr].sum()) < 5
+    else:
+        rows, time, event = curves
+        Xv = probe._matrix(rows, fit=False)
+        H = rows.height // max(1, len(time))
+        seen = time > 0
+        few = min(event.sum(), seen.sum() - event.sum(), y[tr].sum()) < 5
+    if few:
+        return [{"rounds": FALLBACK_ROUNDS, "metric": None, "score": float("nan") if i == 0 else float("inf")} for i in range(len(candidates))]
+    out = []
+    for cand in candidates:
+        m = ChurnModel(**{k: v for k, v in cand.items() if k != "early_stopping"}, random_state=seed, n_jobs=1)
+        lin = fit_linear_base(Xm[tr], yf[tr], cat) if m.linear_base else None
+        dtrain = lgb.Dataset(Xm[tr], yf[tr], categorical_feature=cat, free_raw_data=False,
+                             init_score=None if lin is None else linear_score(lin, Xm[tr]))
+        if curves is None:
+            dvalid = lgb.Dataset(Xm[va], yf[va], reference=dtrain, init_score=None if lin is None else linear_score(lin, Xm[va]))
+            b = lgb.train(m._params(), dtrain, m.n_estimators, valid_sets=[dvalid],
+                          callbacks=[lgb.early_stopping(m.early_stopping_rounds, verbose=False)])
+            out.append({"rounds": int(b.best_iteration or m.n_estimators), "metric": "log_loss",
+                        "score": float(b.best_score["valid_0"]["binary_logloss"])})
+            continue
+        base_v = 0.0 if lin is None else linear_score(lin, Xv)
+        best = {"rounds": 0, "metric": "integrated_brier", "score": float("inf")}
+
+        def check(env, base_v=base_v, best=best):
+            it = env.iteration + 1
+            if it % VALIDATION_STEP and it != env.end_iteration:
+                return
+            z = env.model.predict(Xv, raw_score=True, num_iteration=it) + base_v
+            S = np.cumprod(1 - expit(z).reshape(-1, H), axis=1)
+            score = integrated_brier(S[seen], time[seen], event[seen])
+            if score < best["score"]:
+                best.update(rounds=it, score=score)
+            elif it - best["rounds"] >= VALIDATION_PATIENCE:
+                raise lgb.callback.EarlyStopException(best["rounds"] - 1, [])
+        lgb.train(m._params(), dtrain, m.n_estimators, callbacks=[check])
+        out.append(best)
+    return out
 
 
 def _tracks_tenure(table: FeatureTable, tenure: str | None, threshold: float = 0.8) -> list[str]:
@@ -358,7 +511,8 @@ def pillar_survival(surv: SurvivalModel, frame: pl.DataFrame, months=(3, 6, 12),
     n = frame.height
     X = surv.model.transform_matrix(surv._periods(frame, H, None))
     contrib = surv.model.booster_.predict(X, pred_contrib=True, num_iteration=surv.model.n_iter_)
-    phi, base = contrib[:, :-1].reshape(n, H, -1), contrib[:, -1].reshape(n, H)
+    lin_phi, lin_base = surv.model.linear_contributions(X)      # a linear base, if any: exact, coefficient x (x - mean)
+    phi, base = (contrib[:, :-1] + lin_phi).reshape(n, H, -1), (contrib[:, -1] + lin_base).reshape(n, H)
     z = base + phi.sum(axis=2)
     g = lambda v: -np.logaddexp(0.0, v)  # noqa: E731  log(1 - expit(v))
     dz = z - base
@@ -381,6 +535,12 @@ def pillar_survival(surv: SurvivalModel, frame: pl.DataFrame, months=(3, 6, 12),
                                       "label": (TENURE_LABEL if surv.tenure else TIME_LABEL) if p == "time" else PILLARS[p].label,
                                       "log_survival": a, "points": 100 * a * scale, "survival": S, "base_survival": S0}))
     return pl.concat(rows).sort("customer", "months", maintain_order=True)
+
+
+def _linear(surv: SurvivalModel, X: np.ndarray):
+    from trustml.model import linear_score
+    lin = getattr(surv.model, "linear_", None)
+    return 0.0 if lin is None else linear_score(lin, X)
 
 
 def pillar_shapley(surv: SurvivalModel, frame: pl.DataFrame, background: pl.DataFrame, months=(3, 6, 12), *,
@@ -421,7 +581,7 @@ def pillar_shapley(surv: SurvivalModel, frame: pl.DataFrame, background: pl.Data
         for lo in range(0, 2 ** P, 64):
             c = cols[lo:lo + 64]
             X = np.where(c[:, None, :], Xx[None], Xb[None]).reshape(-1, Xb.shape[1])
-            h = expit(surv.model.booster_.predict(X, raw_score=True, num_iteration=surv.model.n_iter_))
+            h = expit(surv.model.booster_.predict(X, raw_score=True, num_iteration=surv.model.n_iter_) + _linear(surv, X))
             v[lo:lo + 64] = np.cumprod(1 - h.reshape(len(c), bg.height, H), axis=2).mean(axis=1)
         phi = np.zeros((P, H))
         for p in range(P):
@@ -519,6 +679,38 @@ def clv_table(surv: SurvivalModel, frame: pl.DataFrame, value, assumptions: CLVA
     return (life.select("customer", "expected_months", f"survival_{surv.horizon}m")
             .with_columns(value_per_month=pl.Series(v), clv=pl.Series(clv(surv, frame, v, assumptions)))
             .sort("clv", descending=True, maintain_order=True))
+
+
+def customers_now(table: FeatureTable) -> pl.DataFrame:
+    """The customers to give curves to: the latest snapshot (event logs, the simulator), or a flat table's customers
+    not marked as churned (curves conditional on their current tenure)."""
+    return table.frame.filter(pl.col("churned").fill_null(0) == 0) if table.is_flat else table.latest()
+
+
+def survival_table(surv: SurvivalModel, frame: pl.DataFrame, value, assumptions: CLVAssumptions | None = None, *,
+                   months=(3, 6, 12), id_column: str = "customer_id") -> pl.DataFrame:
+    """Per customer (pseudonymised, in `frame`'s order): S(k) for k = 1..H (``survival_{k}m``), expected months
+    within H, churn by each of `months` (those within H), value per month and CLV (`clv` under `assumptions`).
+
+    Examples
+    --------
+    >>> from trustml.study import Study
+    >>> study = Study.load(n_customers=600, n_months=12, seed=2)
+    >>> surv = fit_survival(study.table, horizon=3)
+    >>> t = survival_table(surv, study.table.latest().head(4), 50.0)
+    >>> t.columns[:4], t.height
+    (['customer', 'survival_1m', 'survival_2m', 'survival_3m'], 4)
+    """
+    a = assumptions or CLVAssumptions()
+    H = surv.horizon
+    S = surv.survival(frame, H)
+    ids = pseudonymise(frame[id_column].to_list()) if id_column in frame.columns else [str(i) for i in range(frame.height)]
+    v = np.broadcast_to(np.asarray(value, dtype=float), (frame.height,))
+    out = {"customer": ids, **{f"survival_{k}m": S[:, k - 1] for k in range(1, H + 1)},
+           "expected_months": ((np.column_stack([np.ones(frame.height), S[:, :-1]]) + S) / 2).sum(axis=1)}
+    out.update({f"churn_by_{m}m": 1 - S[:, m - 1] for m in months if 1 <= m <= H})
+    out.update(value_per_month=v, clv=clv(surv, frame, v, a, survival=S))
+    return pl.DataFrame(out)
 
 
 # --- quality metrics (discrete time, months 1..H) -----------------------------------------------
