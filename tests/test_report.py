@@ -24,8 +24,9 @@ def test_each_notebook_is_thin_parametrised_and_committed_executed(path):
     nb = nbformat.read(path, as_version=4)
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1, "exactly one cell tagged 'parameters'"
-    for node in ast.parse(params[0].source).body:  # literals only
-        assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant), ast.dump(node)
+    for node in ast.parse(params[0].source).body:  # literals only (numbers, negative ones too, strings, lists, None)
+        assert isinstance(node, ast.Assign), ast.dump(node)
+        ast.literal_eval(node.value)   # raises on anything but a literal (a name, a call, arithmetic)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.outputs or c is params[0] for c in code if c.source.strip() and not c.source.strip().startswith("import")), \
         "committed with executed outputs"
