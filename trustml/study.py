@@ -26,7 +26,9 @@ from trustml.features import FeatureTable, Snapshots, build_features
 from trustml.model import DEFAULT_TRIALS, fingerprint, train
 from trustml.pillars import TRUST_PILLARS
 
-__all__ = ["Study", "setup_notebook"]
+__all__ = ["Study", "setup_notebook", "CAUSAL_MAX_ROWS"]
+
+CAUSAL_MAX_ROWS = 60_000   # labelled rows for double ML at most (a seeded sample of whole customers beyond it)
 
 
 def _clv_assumptions():
@@ -441,7 +443,18 @@ class Study:
         from trustml.causal import lever_effects
         if self.events is None:
             raise ValueError("causal lever effects need an event log (exposures are computed from events); this data is a flat table")
-        return lever_effects(self.table.labelled(), self.events, self.registry, seed=self.source.get("seed", 0))
+        return lever_effects(self.causal_rows, self.events, self.registry, seed=self.source.get("seed", 0))
+
+    @stage()
+    def causal_rows(self) -> pl.DataFrame:
+        """The labelled rows causal effects are estimated on: all of them, or beyond `CAUSAL_MAX_ROWS` a seeded sample of
+        whole customers (every snapshot of a kept customer), the same rows for the estimate and its truth."""
+        rows = self.table.labelled()
+        if rows.height <= CAUSAL_MAX_ROWS:
+            return rows
+        ids = rows["customer_id"].unique().sort()
+        keep = ids.sample(int(len(ids) * CAUSAL_MAX_ROWS / rows.height), seed=self.source.get("seed", 0), shuffle=True)
+        return rows.filter(pl.col("customer_id").is_in(keep))
 
     def lever_effects(self, levers: list[str] | None = None) -> dict | None:
         """Causal lever effects for what-ifs: None without an event log; every lever (`causal_effects`, computed
@@ -451,7 +464,7 @@ class Study:
         if levers is None:
             return self.causal_effects
         from trustml.causal import lever_effects
-        return lever_effects(self.table.labelled(), self.events, self.registry, levers, seed=self.source.get("seed", 0))
+        return lever_effects(self.causal_rows, self.events, self.registry, levers, seed=self.source.get("seed", 0))
 
     def explorer(self, causal_levers: list[str] | None = None, **kwargs):
         """The what-if explorer on `latest` with everything this data allows: causal estimates beside the model's
@@ -479,7 +492,7 @@ class Study:
             return None
         from trustml.causal import simulator_truth
         s = self.source
-        return simulator_truth(self.table.labelled(), n_customers=s["customers"], n_months=s["months"], seed=s["seed"],
+        return simulator_truth(self.causal_rows, n_customers=s["customers"], n_months=s["months"], seed=s["seed"],
                                levers=list(self.causal_effects))
 
     @stage(_write_survival, _read_survival)
