@@ -165,3 +165,22 @@ def test_a_report_on_your_data_holds_no_raw_id_anywhere(tmp_path):
             found += [(f.name, i) for i in ids if i.encode() in blob]
     assert found == []
     assert pl.read_parquet(index.parent / "results" / "features.parquet")["customer_id"].str.starts_with("cust-").all()
+
+
+def test_a_notebook_the_data_cannot_serve_is_skipped_with_the_reason(tmp_path):
+    """Time to churn needs a tenure (flat) or snapshots over time: a flat table without one skips notebook 11, saying why."""
+    import shutil
+
+    import polars as pl
+    rng = __import__("numpy").random.default_rng(1)
+    data = tmp_path / "flat.csv"
+    pl.DataFrame({"account": [f"A{i}" for i in range(600)], "left": rng.choice(["Yes", "No"], 600, p=[0.3, 0.7]),
+                  "spend": rng.gamma(2.0, 30.0, 600), "plan": rng.choice(["a", "b"], 600)}).write_csv(data)
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('kind = "flat"\n[columns]\nid = "account"\ntarget = "left"\npositive = ["Yes"]\n')
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    shutil.copy(next(p for p in NOTEBOOKS if p.name.startswith("11_")), folder)
+    index = run_report(tmp_path / "out", data=data, mapping=mapping, notebooks=folder, progress=False, trials=0)
+    text = index.read_text()
+    assert "<td>skipped</td>" in text and "needs survival" in text and "tenure" in text

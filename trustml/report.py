@@ -5,7 +5,8 @@ chosen values in a cell right after it (as papermill does), executes the noteboo
 nbclient, and writes ``NN_name.ipynb`` and ``NN_name.html`` per notebook, an ``index.html``,
 the model card (``model_card.json`` and a section of the index) and the study's tables.
 
-A notebook's metadata says what data it tells a story about (``trustml.runs_on``): ``any``
+A notebook's metadata says what it needs (``trustml.needs``: e.g. ``["survival"]``; skipped with the reason
+where the data cannot give it) and what data it tells a story about (``trustml.runs_on``): ``any``
 (simulated or the user's data), ``simulated`` (needs the simulator's truth) or a path under
 ``../shared/data`` (a notebook about one public dataset, skipped with the reason where it is absent).
 """
@@ -163,7 +164,7 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
             print(f"tracking: {tracked.note}")
         computed = {"causal_levers": None} if "causal_effects" in study.__dict__ else {}   # every lever, read
         rows = _run_notebooks(paths, folder, out, data, mapping, (n_customers, n_months, seed, study.trials), str(cache), progress,
-                              stop, jobs, computed)
+                              stop, jobs, computed, _unable(study))
     except BaseException as e:
         # asyncio (inside nbclient) may turn the interrupt into a CancelledError: either way, the run was stopped
         if stop["signal"] is not None or isinstance(e, KeyboardInterrupt | asyncio.CancelledError):
@@ -182,6 +183,19 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
     return index
 
 
+def _unable(study) -> dict[str, str]:
+    """What this study cannot give a notebook (a notebook's metadata ``trustml.needs`` lists what it needs), and why."""
+    from trustml.contract import ContractError
+    out = {}
+    try:
+        _ = study.survival
+    except ContractError as e:
+        out["survival"] = "; ".join(p.problem for p in e.problems)
+    if study.events is None:
+        out["events"] = "this data is a flat table, not an event log"
+    return out
+
+
 def _parameter_names(nb) -> set[str]:
     import ast
     cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
@@ -190,7 +204,7 @@ def _parameter_names(nb) -> set[str]:
 
 
 def _run_notebooks(paths, folder, out, data, mapping, sizes, cache, progress, stop, jobs: int = 2,
-                   computed: dict | None = None) -> list[dict]:
+                   computed: dict | None = None, unable: dict | None = None) -> list[dict]:
     """Execute the planned notebooks, `jobs` kernels at a time (each notebook is independent: it reads the shared
     artifacts), and write each one's .ipynb and HTML as it finishes; rows keep the suite's order."""
     import asyncio
@@ -201,6 +215,9 @@ def _run_notebooks(paths, folder, out, data, mapping, sizes, cache, progress, st
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         params, why = _plan(nb, data, mapping, sizes[:3], shared)
+        missing = [need for need in nb.metadata.get("trustml", {}).get("needs", []) if need in (unable or {})]
+        if params is not None and missing:   # e.g. time to churn on a flat table with no tenure column
+            params, why = None, "; ".join(f"needs {need}: {unable[need]}" for need in missing)
         rows.append({"name": path.stem, "title": _title(nb), "status": "skipped", "why": why, "seconds": 0.0})
         if params is not None:
             # parameters that say "read it from the artifacts" where the analysis computed it (e.g. causal_levers=None)
