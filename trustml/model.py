@@ -485,26 +485,10 @@ class TrainedModel:
         """Read a saved model, verifying both files first; any mismatch is one clear `ContractError`."""
         from trustml.contract import ContractError, Problem
         path = Path(path)
+        meta, text = read_checked(path, "model", FORMAT_VERSION, kind="trustml model (from `trustml train --out`)", redo="retrain")
 
         def bad(name, what):
             return ContractError([Problem(str(path / name) if name else str(path), None, what)])
-        if not path.is_dir():
-            raise bad(None, "not a folder: a saved trustml model is a folder with model.json and model.txt (from `trustml train --out`)")
-        missing = [n for n in ("model.json", "model.txt") if not (path / n).is_file()]
-        if missing:
-            raise bad(None, f"not a saved trustml model: {' and '.join(missing)} missing")
-        try:
-            meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise bad("model.json", f"not valid JSON ({e}); retrain or restore the folder") from None
-        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-            got = meta.get("format_version") if isinstance(meta, dict) else None
-            raise bad("model.json", f"format version {got} is not {FORMAT_VERSION}: saved by another trustml version; retrain")
-        if meta.get("integrity") != _digest({k: v for k, v in meta.items() if k != "integrity"}):
-            raise bad("model.json", "edited after it was saved (its checksum does not match): retrain, or restore the saved file")
-        text = (path / "model.txt").read_bytes()
-        if hashlib.sha256(text).hexdigest() != meta["checksums"]["model.txt"]:
-            raise bad("model.txt", "does not match model.json (truncated, edited, or from another model): retrain, or restore both files together")
         try:
             booster = lgb.Booster(model_str=text.decode("utf-8"))
         except (lgb.basic.LightGBMError, UnicodeDecodeError) as e:
@@ -523,6 +507,37 @@ class TrainedModel:
         registry = FeatureRegistry.from_dict(meta.pop("registry"))
         cal = meta.pop("calibrator")
         return cls(model, registry, None if cal is None else Calibrator.from_dict(cal), meta)
+
+
+def read_checked(path: Path, stem: str, version: int, *, kind: str, redo: str) -> tuple[dict, bytes]:
+    """(metadata, text) of a folder holding `<stem>.json` and `<stem>.txt`, written with the text's SHA-256 and the
+    JSON's own checksum: any problem (missing, not JSON, other format version, edited, files from two saves) is one
+    `ContractError` naming the file and what to do (`redo`). Serves the churn and the hazard models."""
+    from trustml.contract import ContractError, Problem
+
+    def bad(name, what):
+        return ContractError([Problem(str(path / name) if name else str(path), None, what)])
+    js, txt = f"{stem}.json", f"{stem}.txt"
+    if not path.exists():
+        raise bad(None, f"not found, so {js} and {txt} are missing (a saved {kind} is a folder holding both)")
+    if not path.is_dir():
+        raise bad(None, f"not a folder: a saved {kind} is a folder with {js} and {txt}")
+    missing = [n for n in (js, txt) if not (path / n).is_file()]
+    if missing:
+        raise bad(None, f"not a saved {kind}: {' and '.join(missing)} missing")
+    try:
+        meta = json.loads((path / js).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise bad(js, f"not valid JSON ({e}); {redo} or restore the folder") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != version:
+        got = meta.get("format_version") if isinstance(meta, dict) else None
+        raise bad(js, f"format version {got} is not {version}: saved by another trustml version; {redo}")
+    if meta.get("integrity") != _digest({k: v for k, v in meta.items() if k != "integrity"}):
+        raise bad(js, f"edited after it was saved (its checksum does not match): {redo}, or restore the saved file")
+    text = (path / txt).read_bytes()
+    if hashlib.sha256(text).hexdigest() != meta["checksums"][txt]:
+        raise bad(txt, f"does not match {js} (truncated, edited, or from another model): {redo}, or restore both files together")
+    return meta, text
 
 
 def _digest(meta: dict) -> str:

@@ -236,25 +236,9 @@ class SurvivalModel:
     def load(cls, path) -> SurvivalModel:
         """Read a folder written by `save`, checking both files first; any problem is one `ContractError`."""
         import lightgbm as lgb
-        path = Path(path)
 
-        def bad(name, what):
-            return ContractError([Problem(str(path / name) if name else str(path), None, what)])
-        missing = [n for n in ("hazard.json", "hazard.txt") if not (path / n).is_file()]
-        if missing:
-            raise bad(None, f"not a saved survival model: {' and '.join(missing)} missing")
-        try:
-            meta = json.loads((path / "hazard.json").read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise bad("hazard.json", f"not valid JSON ({e}); refit or restore the folder") from None
-        if not isinstance(meta, dict) or meta.get("format_version") != SAVE_FORMAT:
-            raise bad("hazard.json", f"format version {meta.get('format_version') if isinstance(meta, dict) else None} is not "
-                                     f"{SAVE_FORMAT}: saved by another trustml version; refit")
-        if meta.get("integrity") != _digest({k: v for k, v in meta.items() if k != "integrity"}):
-            raise bad("hazard.json", "edited after it was saved (its checksum does not match): refit, or restore the saved file")
-        text = (path / "hazard.txt").read_bytes()
-        if hashlib.sha256(text).hexdigest() != meta["checksums"]["hazard.txt"]:
-            raise bad("hazard.txt", "does not match hazard.json (truncated, edited, or from another model): restore both files together")
+        from trustml.model import read_checked
+        meta, text = read_checked(Path(path), "hazard", SAVE_FORMAT, kind="survival model", redo="refit")
         model = ChurnModel(**meta["params"])
         model.booster_ = lgb.Booster(model_str=text.decode("utf-8"))
         model.feature_names_in_ = np.array(meta["feature_names"], dtype=object)
