@@ -46,6 +46,16 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
+
+def median_move_ms(explorer, repeats: int) -> float:
+    """Median milliseconds of `set(marketing_contact=...)`, moving between the lever's ends (the kernel side of a slider move)."""
+    c = explorer.controls["marketing_contact"]
+    moves = []
+    for i in range(repeats):
+        v = c.min if (i % 2 == 0 and c.value != c.min) else c.max
+        moves.append(timed(lambda v=v: explorer.set(marketing_contact=v))[1])
+    return 1000 * statistics.median(moves)
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=1_000_000)
@@ -86,22 +96,12 @@ def main() -> None:
     print(f"find, whole pseudonym                          : {ms['whole']:7.1f} ms")
     print(f"find, the customer's own id                    : {ms['own']:7.1f} ms", flush=True)
 
-    c = ex.controls["marketing_contact"]
-    moves = []
-    for i in range(a.repeats):
-        v = c.min if (i % 2 == 0 and c.value != c.min) else c.max
-        moves.append(timed(lambda v=v: ex.set(marketing_contact=v))[1])
-    t_set = 1000 * statistics.median(moves)
+    t_set = median_move_ms(ex, a.repeats)
     print(f"one lever move, set(marketing_contact=...)     : {t_set:7.1f} ms  (median of {a.repeats}; kernel side of a slider move)")
     from trustml.survival import fit_survival
     surv, t_fit = timed(lambda: fit_survival(study.table, horizon=12, seed=a.seed))
     ex3 = tm.Explorer(trained, frame, risk=risk, survival=surv)
-    c = ex3.controls["marketing_contact"]
-    moves = []
-    for i in range(a.repeats):
-        v = c.min if (i % 2 == 0 and c.value != c.min) else c.max
-        moves.append(timed(lambda v=v: ex3.set(marketing_contact=v))[1])
-    t_set_surv = 1000 * statistics.median(moves)
+    t_set_surv = median_move_ms(ex3, a.repeats)
     print(f"the same with the survival curve (survival=)   : {t_set_surv:7.1f} ms  (hazard model fitted in {t_fit:.1f} s on the "
           f"{a.customers:,}-customer table)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # KiB on Linux
