@@ -59,3 +59,19 @@ def test_the_bootstrap_auc_equals_scikit_learns_ties_included(seed):
     y[:2] = [True, False]
     p = np.round(rng.random(n), int(rng.integers(1, 4)))   # few decimals: many ties
     assert roc_auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_bootstrap_shortcut_equals_the_auc_of_each_resample(seed):
+    """The weighted-AUC shortcut of `bootstrap` gives, draw for draw, `roc_auc` of the resampled rows (ties, groups)."""
+    from trustml.evaluate import roc_auc
+    rng = np.random.default_rng(seed)
+    n = 900
+    y = (rng.random(n) < 0.2).astype(int)
+    scores = {"a": np.round(rng.random(n) + 0.3 * y, 2), "b": rng.random(n)}
+    groups = rng.integers(0, 300, n)
+    fast = bootstrap(y, scores, groups=groups, n_boot=40, seed=seed)
+    slow = bootstrap(y, scores, groups=groups, n_boot=40, seed=seed, metric=lambda a, b: roc_auc(a, b))
+    for k in scores:
+        assert len(fast[k]) == len(slow[k]) > 30
+        assert np.allclose(fast[k], slow[k], rtol=0, atol=1e-12)

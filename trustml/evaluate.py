@@ -100,6 +100,9 @@ def bootstrap(y, scores: dict[str, np.ndarray], *, groups=None, n_boot: int = 30
     starts = np.searchsorted(inverse[members], np.arange(len(codes)))
     sizes = np.diff(np.append(starts, len(y)))
     out = {name: [] for name in scores}
+    # ROC-AUC (the default) on a resample is a weighted AUC of the original rows, weights = times drawn: one sort per
+    # score serves every resample (the same value as `roc_auc` on the repeated rows)
+    sorted_scores = {name: _sorted_for_auc(np.asarray(s, dtype=float), y) for name, s in scores.items()} if metric is roc_auc else None
     for _ in range(n_boot):
         pick = rng.integers(0, len(codes), len(codes))
         n = sizes[pick]
@@ -107,9 +110,30 @@ def bootstrap(y, scores: dict[str, np.ndarray], *, groups=None, n_boot: int = 30
         rows = members[np.repeat(starts[pick], n) + offset]
         if len(np.unique(y[rows])) < 2:
             continue
+        if sorted_scores is not None:
+            times = np.bincount(rows, minlength=len(y)).astype(float)
+            for name, (order, first, pos) in sorted_scores.items():
+                out[name].append(_weighted_auc(times[order], first, pos))
+            continue
         for name, s in scores.items():
             out[name].append(metric(y[rows], np.asarray(s)[rows]))
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _sorted_for_auc(p: np.ndarray, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order of the scores, first index of each run of tied scores in that order, positive label in that order)."""
+    order = np.argsort(p, kind="stable")
+    ps = p[order]
+    first = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
+    return order, first, np.asarray(y)[order].astype(bool)
+
+
+def _weighted_auc(w: np.ndarray, first: np.ndarray, pos: np.ndarray) -> float:
+    """ROC-AUC with row weights `w` (in score order): each positive counts the negative weight below it, ties half."""
+    wpos, wneg = np.where(pos, w, 0.0), np.where(pos, 0.0, w)
+    gpos, gneg = np.add.reduceat(wpos, first), np.add.reduceat(wneg, first)
+    below = np.cumsum(gneg) - gneg
+    return float(np.sum(gpos * (below + 0.5 * gneg)) / (gpos.sum() * gneg.sum()))
 
 
 def interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
