@@ -248,8 +248,15 @@ def _run_notebooks(paths, folder, out, data, mapping, sizes, cache, progress, st
         gate = asyncio.Semaphore(max(1, jobs))
         await asyncio.gather(*(one(gate, i, path, run) for i, path, run in runs))
 
+    def quiet(loop, context):
+        # a run stopped by Ctrl-C cancels kernels mid-start: the tasks it leaves behind are not errors of the report
+        if stop["signal"] is None:
+            loop.default_exception_handler(context)
+
     try:
-        asyncio.run(every())
+        with asyncio.Runner() as runner:   # on an interrupt it cancels every task, so each kernel is shut down
+            runner.get_loop().set_exception_handler(quiet)
+            runner.run(every())
     finally:
         if bar is not None:
             bar.close()
