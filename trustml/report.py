@@ -185,12 +185,7 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
 
 def _unable(study) -> dict[str, str]:
     """What this study cannot give a notebook (a notebook's metadata ``trustml.needs`` lists what it needs), and why."""
-    from trustml.contract import ContractError
-    out = {}
-    try:
-        _ = study.survival
-    except ContractError as e:
-        out["survival"] = "; ".join(p.problem for p in e.problems)
+    out = {"survival": study.survival_problem} if study.survival_problem else {}
     if study.events is None:
         out["events"] = "this data is a flat table, not an event log"
     return out

@@ -469,15 +469,21 @@ class Study:
     def explorer(self, causal_levers: list[str] | None = None, **kwargs):
         """The what-if explorer on `latest` with everything this data allows: causal estimates beside the model's
         answers (`lever_effects`), the survival curve before and after (where one can be fitted), risks computed once."""
-        from trustml.contract import ContractError
         from trustml.explorer import Explorer
-        try:
-            surv = self.survival
-        except ContractError:   # e.g. a flat table with no tenure column: no curve to draw
-            surv = None
+        surv = None if self.survival_problem else self.survival   # e.g. a flat table with no tenure: no curve to draw
         effects = self.lever_effects(causal_levers) or None
         return Explorer(self.trained, self.latest, effects=effects, events=self.events if effects else None, survival=surv,
                         risk=self.latest_risk, **kwargs)
+
+    @cached_property
+    def survival_problem(self) -> str | None:
+        """Why no survival curve can be fitted on this data (e.g. a flat table with no tenure column), or None."""
+        from trustml.contract import ContractError
+        try:
+            _ = self.survival
+        except ContractError as e:
+            return "; ".join(p.problem for p in e.problems)
+        return None
 
     @stage()
     def latest_risk(self) -> np.ndarray:
