@@ -184,3 +184,45 @@ def test_a_notebook_the_data_cannot_serve_is_skipped_with_the_reason(tmp_path):
     index = run_report(tmp_path / "out", data=data, mapping=mapping, notebooks=folder, progress=False, trials=0)
     text = index.read_text()
     assert "<td>skipped</td>" in text and "needs survival" in text and "tenure" in text
+
+
+def test_a_kernel_runs_notebooks_one_after_another_each_from_a_fresh_state(tmp_path):
+    import asyncio
+
+    from trustml.report import _Kernels
+
+    def notebook(*cells):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+        return nb
+    dirty = ("import os, matplotlib, matplotlib.pyplot as plt, polars as pl\nleaked = 1\npl.Config.set_tbl_rows(3)\n"
+             "matplotlib.rcParams['lines.linewidth'] = 9\n_ = plt.plot([1, 2])\nprint(os.getpid())")
+    check = ("import os, matplotlib, matplotlib.pyplot as plt, polars as pl\n"
+             "print(os.getpid(), 'leaked' in globals(), pl.DataFrame({'a': range(30)}).__repr__().count('\\n'),"
+             " matplotlib.rcParams['lines.linewidth'])\n_ = plt.plot([1, 2])")
+    runs = [notebook(dirty), notebook(check), notebook("raise RuntimeError('boom')"), notebook(check)]
+
+    async def go():
+        kernels, failed = _Kernels(1, tmp_path), []
+        try:
+            for nb in runs:
+                try:
+                    await kernels.run(nb, 120)
+                except Exception as e:  # noqa: BLE001
+                    failed.append(type(e).__name__)
+        finally:
+            await kernels.close()
+        return failed, kernels.alive
+    failed, alive = asyncio.run(go())
+    assert failed == ["CellExecutionError"] and alive == []
+    fresh = nbformat.v4.new_notebook()
+    fresh.cells = [nbformat.v4.new_code_cell(check)]
+    from trustml.report import execute
+    execute(fresh, tmp_path, 120)
+    pid0 = runs[0].cells[0].outputs[0]["text"].split()[0]
+    second, fourth, alone = (nb.cells[0].outputs[0]["text"].split() for nb in (runs[1], runs[3], fresh))
+    assert second[0] == pid0 != fourth[0]            # the kernel was reused, and replaced after the failure
+    assert second[1:] == fourth[1:] == alone[1:]      # as in a new kernel: no names left, default display settings
+    assert alone[1] == "False" and alone[3] != "9"
+    for nb in (runs[1], runs[3]):
+        assert nb.cells[0].execution_count == 1 and any("image/png" in o.get("data", {}) for o in nb.cells[0].outputs)

@@ -209,13 +209,15 @@ LEVERS = {  # trust pillar -> the simulator policy that pulls its lever
 
 
 def truthfulness(trained: TrainedModel, frame: pl.DataFrame, truth: pl.DataFrame, *, n_customers: int, n_months: int,
-                 seed: int, expl: shap.Explanation | None = None, top_at_risk: int = 200) -> dict:
+                 seed: int, expl: shap.Explanation | None = None, top_at_risk: int = 200,
+                 effects: pl.DataFrame | None = None) -> dict:
     """Compare explanations with the simulator's truth on the rows of `frame`.
 
     Returns a dict with 'pillars' (mean |SHAP| beside the true mean |contribution|, both
     log-odds, centred), 'spearman', 'levers' (top-N at-risk customers: the model's top
     actionable pillar vs the pillar whose true intervention lowers their churn most),
     'agreement', 'disagreements' (one row each, with the reason) and 'reasons' (how many per reason).
+    `effects`: the simulator's `true_effects` of the `LEVERS` policies when already computed (else simulated here).
     """
     from scipy.stats import spearmanr
 
@@ -238,7 +240,7 @@ def truthfulness(trained: TrainedModel, frame: pl.DataFrame, truth: pl.DataFrame
     risk = trained.predict_risk(frame)
     top = np.argsort(-risk, kind="stable")[:top_at_risk]
     levers = [p for p in LEVERS if p in reg.pillars]
-    eff = true_effects(n_customers, n_months, seed, {p: Policy(**LEVERS[p]) for p in levers})
+    eff = effects if effects is not None else true_effects(n_customers, n_months, seed, {p: Policy(**LEVERS[p]) for p in levers})
     sel = keys[top].join(eff, on=["customer_id", "month_start"], how="left", maintain_order="left")
     true_eff = np.column_stack([sel[f"effect_{p}"].to_numpy() for p in levers])
     lever_idx = [reg.pillars.index(p) for p in levers]

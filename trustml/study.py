@@ -539,6 +539,19 @@ class Study:
         value, basis, _ = self.value_at_stake
         return retention_economics(self.latest_risk, value, value_basis=basis)
 
+    @cached_property
+    def lever_truth(self) -> pl.DataFrame | None:
+        """The simulator's true effect of each lever's policy (`explanations.LEVERS`) per customer-month, simulated
+        once for `truth`, `whatif_truth` and `causal_truth` (common random numbers); None for real data. Not saved:
+        `compute` lets it go once those stages are done."""
+        if self.world is None:
+            return None
+        from trustml.explanations import LEVERS
+        from trustml.simulator import Policy, true_effects
+        s = self.source
+        return true_effects(s["customers"], s["months"], s["seed"], {p: Policy(**v) for p, v in LEVERS.items()},
+                            config=self.world.config)
+
     @stage()
     def truth(self) -> dict | None:
         """Explanations vs the simulator's truth (None for real data)."""
@@ -546,7 +559,8 @@ class Study:
             return None
         from trustml.explanations import truthfulness
         return truthfulness(self.trained, self.test, self.world.truth, n_customers=self.source["customers"],
-                            n_months=self.source["months"], seed=self.source["seed"], expl=self.explanation)
+                            n_months=self.source["months"], seed=self.source["seed"], expl=self.explanation,
+                            effects=self.lever_truth)
 
     @stage()
     def whatif_truth(self) -> dict | None:
@@ -556,7 +570,8 @@ class Study:
             return None
         from trustml.whatif import whatif_vs_truth
         s = self.source
-        return whatif_vs_truth(self.trained, self.test, n_customers=s["customers"], n_months=s["months"], seed=s["seed"], top_n=100)
+        return whatif_vs_truth(self.trained, self.test, n_customers=s["customers"], n_months=s["months"], seed=s["seed"], top_n=100,
+                               effects=self.lever_truth)
 
     @stage()
     def survival_truth(self) -> dict | None:
@@ -581,6 +596,7 @@ class Study:
             if progress:
                 stages.set_postfix_str(name)
             getattr(self, name)
+        self.__dict__.pop("lever_truth", None)   # only the truth stages read it
         return self
 
     # -- outputs -------------------------------------------------------------------------------

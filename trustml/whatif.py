@@ -422,14 +422,15 @@ SIMULATOR_LEVERS = {
 
 
 def whatif_vs_truth(trained: TrainedModel, frame: pl.DataFrame, *, n_customers: int, n_months: int, seed: int,
-                    top_n: int = 200) -> dict:
+                    top_n: int = 200, effects: pl.DataFrame | None = None) -> dict:
     """The model's what-if effect of each simulator lever beside the true effect, for the top-N at-risk rows.
 
     Model effect: change in predicted risk after the equivalent feature change. True effect: the
     simulator's change in churn probability under the policy (common random numbers); a row whose
     customer had already left in a policy's world has no effect for it and is left out. Returns
     {'effects': per customer x lever, 'by_lever': Spearman and mean effects per lever,
-    'best_lever_agreement': share of customers whose best lever is the same}.
+    'best_lever_agreement': share of customers whose best lever is the same}. `effects`: the simulator's
+    `true_effects` of the `explanations.LEVERS` policies when already computed (else simulated here).
     """
     from scipy.stats import spearmanr
 
@@ -439,7 +440,7 @@ def whatif_vs_truth(trained: TrainedModel, frame: pl.DataFrame, *, n_customers: 
     top = np.argsort(-risk, kind="stable")[:top_n]
     sub = frame[top]
     names = [p for p in SIMULATOR_LEVERS if any(lv.pillar == p for lv in levers(trained.registry))]
-    eff = true_effects(n_customers, n_months, seed, {p: Policy(**LEVERS[p]) for p in names})
+    eff = effects if effects is not None else true_effects(n_customers, n_months, seed, {p: Policy(**LEVERS[p]) for p in names})
     keys = sub.select("customer_id", pl.col("snapshot_date").alias("month_start"))
     truth = keys.join(eff, on=["customer_id", "month_start"], how="left", maintain_order="left")
     rows = []
