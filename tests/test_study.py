@@ -133,3 +133,18 @@ def test_every_risk_and_what_if_starts_from_the_out_of_fold_risk(flat):
     plan = campaign(study.trained, study.latest, study.value(study.latest), top_n=5)
     top = np.sort(study.trained.predict_risk(study.latest))[::-1][:5]
     assert plan["risk"].to_numpy() == pytest.approx(top, abs=1e-3)
+
+
+def test_two_jobs_compute_the_same_analysis_as_one():
+    names = ["comparison", "explanation", "latest_risk", "economics", "truth", "whatif_truth", "causal_effects", "causal_truth"]
+    one = Study.load(n_customers=900, n_months=12, seed=3, trials=2).compute(names)
+    two = Study.load(n_customers=900, n_months=12, seed=3, trials=2).compute(names, jobs=2)
+    assert two.comparison.equals(one.comparison)
+    assert np.array_equal(two.explanation.values, one.explanation.values)
+    assert np.array_equal(two.latest_risk, one.latest_risk) and np.array_equal(two.clv, one.clv)
+    assert two.truth["levers"].equals(one.truth["levers"]) and two.whatif_truth["by_lever"].equals(one.whatif_truth["by_lever"])
+    assert list(two.causal_effects) == list(one.causal_effects)
+    for lever, effect in one.causal_effects.items():   # polars' parallel sums leave ~1e-17 between any two runs
+        assert np.allclose(two.causal_effects[lever].theta, effect.theta, rtol=0, atol=1e-12), lever
+    assert two.causal_truth.equals(one.causal_truth)
+    assert "lever_truth" not in two.__dict__   # let go once the truth stages are done

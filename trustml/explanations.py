@@ -105,6 +105,20 @@ def cohort_pillars(expl: shap.Explanation, registry: FeatureRegistry, cohort) ->
     return df.group_by("cohort", maintain_order=False).agg(pl.len().alias("customers"), *[pl.col(p).mean() for p in registry.pillars]).sort("cohort")
 
 
+def _number(value) -> str:
+    """A number as people write it: three significant digits, whole thousands separated (e-notation only below 0.001).
+
+    >>> [_number(x) for x in (46512.3, 1234.5, 999.7, 99.44, 2.345, 0.00123, 0)]
+    ['46,512', '1,234', '1,000', '99.4', '2.35', '0.00123', '0']
+    """
+    value = float(value)
+    if abs(value) >= 999.5:
+        return f"{value:,.0f}"
+    if value == 0 or abs(value) >= 1e-3:
+        return f"{value:.3g}"
+    return f"{value:.1e}"
+
+
 def _phrase(feature, value, tenure_days: float | None = None) -> str:
     """A feature's value in words. A 'days since' at its cap is a fill, not a fact: it reads as 'none in the last
     W days', or 'none since signup' when the customer is younger than the window."""
@@ -124,7 +138,7 @@ def _phrase(feature, value, tenure_days: float | None = None) -> str:
         return f"{feature.description.rstrip('.')}: {'yes' if value else 'no'}"
     if unit.startswith("share"):
         return f"{feature.description.rstrip('.')}: {value:.0%}"
-    v = f"{value:,.3g}"
+    v = _number(value)
     return f"{feature.description.rstrip('.')}: {v}" + (f" {unit}" if unit and unit not in ("events", "category", "currency") and not unit.startswith("share") else "")
 
 

@@ -232,7 +232,7 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        study.compute(progress=progress)
+        study.compute(progress=progress, jobs=jobs)
         study.save(cache, key=_key(data, mapping, n_customers, n_months, seed, study.trials))
         out.mkdir(parents=True, exist_ok=True)
         study.write(out / "results")

@@ -582,20 +582,60 @@ class Study:
         from trustml.survival import versus_truth
         return versus_truth(self.table, self.world, 6, seed=self.source["seed"])
 
-    def compute(self, stages: list[str] | None = None, *, progress: bool = False) -> Study:
-        """Compute `stages` (default: every stage that applies to this data) once, e.g. before `save`."""
+    def compute(self, stages: list[str] | None = None, *, progress: bool = False, jobs: int = 1) -> Study:
+        """Compute `stages` (default: every stage that applies to this data) once, e.g. before `save`.
+
+        jobs=2: the stages that do not read the churn model (the survival model, causal effects and the simulator's
+        truth for them) run in a second thread beside the model and the stages that read it. Each stage is seeded
+        on its own, so the results are the same as with jobs=1; LightGBM and polars release the GIL, so two cores work.
+        """
         if stages is None:
             stages = ["comparison", "calibration", "folds", "explanation", "pillars", "directions", "latest", "latest_risk",
                       "economics"]
             if self.world is not None:
                 stages += ["truth", "whatif_truth", "causal_effects", "causal_truth", "survival_truth"]
+        stages = list(stages)
+        bar = None
         if progress:
             from tqdm.auto import tqdm
-            stages = tqdm(stages, desc="analysis", unit="stage")
-        for name in stages:
-            if progress:
-                stages.set_postfix_str(name)
-            getattr(self, name)
+            bar = tqdm(total=len(stages), desc="analysis", unit="stage")
+
+        done: set[str] = set()
+
+        def run(names: list[str]) -> None:
+            for name in names:
+                if name in done:
+                    continue
+                getattr(self, name)
+                done.add(name)
+                if bar is not None and name in stages:
+                    bar.set_postfix_str(name)
+                    bar.update()
+        try:
+            beside = []
+            if jobs > 1:
+                truth = self.world is not None and any(n in stages for n in ("truth", "whatif_truth", "causal_truth"))
+                beside = (["survival_problem"] if "economics" in stages else []) + [n for n in ("causal_effects",) if n in stages] \
+                    + (["lever_truth"] if truth else []) + [n for n in ("causal_truth", "survival_truth") if n in stages]
+            if beside:
+                import threading
+                failed: list[BaseException] = []
+
+                def other() -> None:
+                    try:
+                        run(beside)
+                    except BaseException as e:  # noqa: BLE001  (re-raised in the calling thread)
+                        failed.append(e)
+                worker = threading.Thread(target=other, name="trustml-beside-the-model", daemon=True)
+                worker.start()
+                run([n for n in stages if n not in beside and n not in ("truth", "whatif_truth", "economics")])
+                worker.join()
+                if failed:
+                    raise failed[0]
+            run([n for n in stages if n not in beside])   # what is left (read from memory if already computed)
+        finally:
+            if bar is not None:
+                bar.close()
         self.__dict__.pop("lever_truth", None)   # only the truth stages read it
         return self
 
