@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="out")
     s.add_argument("--notebooks", help="notebook suite folder (default: the repository's notebooks/)")
     s.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help=f"Optuna trials to tune LightGBM (default {DEFAULT_TRIALS})")
-    s.add_argument("--jobs", type=int, default=2, help="notebooks executed at the same time, one kernel each (default 2)")
+    s.add_argument("--jobs", type=int, default=2, help="work side by side (default 2): analysis stages in two threads, notebooks in two kernels")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(run=_report)
 
