@@ -9,8 +9,9 @@ Protocol, one run, one split:
 * Snapshots (simulator, event logs): the test snapshot is `horizon` months before the last one, so
   its whole future is observed; every model learns only from outcomes that ended by that date
   (`trustml.survival.temporal_holdout`, `fit_survival(until=)`). Baselines get one row per training
-  snapshot (features at the snapshot; time = months to leaving the active set, censored at the
-  test date). On the simulator, "truth" is the curve from the simulator's true monthly hazards.
+  snapshot (features at the snapshot; time = months to the event of `trustml.survival.person_period`:
+  leaving the active set, or for inactivity churn (CDNOW) the start of a silent label window;
+  censored at the test date). On the simulator, "truth" is the curve from the simulator's true monthly hazards.
 * Flat tables (Telco): a stratified 20% of customers held out (`CustomerSplit`); time = tenure,
   event = the churn flag; curves from tenure 0; `TotalCharges` (about tenure x price) left out of
   every model, as it reveals the tenure.

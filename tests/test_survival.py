@@ -1,4 +1,5 @@
 import datetime as dt
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -37,6 +38,22 @@ def test_person_period_events_and_censoring_by_hand():
     assert obs.sort("customer_id").select("time", "event").rows() == [(3, 0), (2, 1)]
 
 
+def test_person_period_inactivity_uses_the_label_window():
+    # inactivity churn: the event in month k is the label at the snapshot of d + (k-1) months (silent from then on);
+    # a: buys on (labels 0, 0, then unknown); b: silent from Feb (label 1 at Feb); c: active only at Jan, label unknown
+    rows = [("a", D[0], 0), ("a", D[1], 0), ("a", D[2], None), ("b", D[0], 0), ("b", D[1], 1), ("b", D[2], 1), ("c", D[0], None)]
+    f = pl.DataFrame(rows, schema={"customer_id": pl.String, "snapshot_date": pl.Date, "churned": pl.Int8}, orient="row")
+    t = FeatureTable(f, FeatureRegistry(()), Snapshots(churn="inactivity", horizon="30d"), dt.datetime(2024, 5, 1))
+    pp = sv.person_period(t, 3, frame=f.filter(pl.col("snapshot_date") == D[0]))
+    got = {c: pp.filter(pl.col("customer_id") == c)["event"].to_list() for c in ("a", "b", "c")}
+    assert got == {"a": [0, 0], "b": [0, 1], "c": []}             # a censored when labels run out; b stops at the event
+    assert pp.filter(pl.col("customer_id") == "b")["outcome_date"].to_list() == [dt.date(2024, 1, 31), dt.date(2024, 3, 2)]
+    cut = sv.person_period(t, 3, frame=f.filter(pl.col("snapshot_date") == D[0]), until=dt.date(2024, 2, 15))
+    assert cut["months_ahead"].to_list() == [1, 1]                 # month 2's silence window ends after the cut: unseen
+    obs = sv.observed_outcomes(t, f.filter(pl.col("snapshot_date") == D[0]), 3).sort("customer_id")
+    assert obs.select("time", "event").rows() == [(2, 0), (2, 1), (0, 0)]
+
+
 def test_monthly_snapshots_required():
     with pytest.raises(ContractError, match="monthly snapshots"):
         sv.person_period(_table([("a", D[0])], every="2w"), 3)
@@ -59,6 +76,21 @@ def test_curves_are_probabilities_and_deterministic(sim):
     again = sv.fit_survival(table, 6, until=test_date, seed=0)
     assert np.array_equal(again.survival(test), S)
     assert surv.metadata["until"] == str(test_date)
+
+
+def test_no_leakage_the_future_cannot_change_the_fit(sim):
+    # the world as known on the test date (events before it, nothing after) gives the same features for every snapshot
+    # up to it and the same hazard model as the whole world fitted with until=test date: nothing later is used
+    world, table, test_date, test, surv = sim
+    cut = dt.datetime.combine(test_date, dt.time())
+    past = build_features(world.customers, world.events.filter(pl.col("timestamp") < cut), Snapshots(), as_of=cut)
+    assert past.frame["snapshot_date"].max() == test_date
+    key = ["customer_id", "snapshot_date"]
+    before = table.frame.filter(pl.col("snapshot_date") <= test_date).sort(key)
+    assert past.frame.sort(key).select(*key, *table.registry.names).equals(before.select(*key, *table.registry.names))
+    refit = sv.fit_survival(past, 6, seed=0)
+    assert refit.metadata["rounds"] == surv.metadata["rounds"]
+    assert np.allclose(refit.survival(test), surv.survival(test), rtol=0, atol=1e-12)
 
 
 def test_hold_out_beats_kaplan_meier_and_truth_is_better_still(sim):
@@ -103,13 +135,14 @@ def test_pillar_attributions_sum_exactly(sim):
 
 def test_lifetime_and_clv_by_hand():
     S = np.array([[0.5, 0.25], [1.0, 1.0]])
-    a = sv.CLVAssumptions(margin=0.5, annual_discount=0.0)
+    a = sv.CLVAssumptions(margin=0.5, annual_discount=0.0, tail=False)
     got = sv.clv(None, pl.DataFrame({"x": [1, 2]}), [100.0, 10.0], a, survival=S)
     assert got.tolist() == pytest.approx([0.5 * 100 * 1.5, 0.5 * 10 * 2.0])
-    discounted = sv.clv(None, pl.DataFrame({"x": [1]}), [100.0], sv.CLVAssumptions(margin=1.0, annual_discount=0.2), survival=S[:1])
+    discounted = sv.clv(None, pl.DataFrame({"x": [1]}), [100.0], sv.CLVAssumptions(margin=1.0, annual_discount=0.2, tail=False), survival=S[:1])
     assert discounted[0] == pytest.approx(100 * (1 + 0.5 / 1.2 ** (1 / 12)))
     tail = sv.clv(None, pl.DataFrame({"x": [1]}), [100.0], sv.CLVAssumptions(margin=1.0, annual_discount=0.0, tail=True), survival=S[:1])
     assert tail[0] == pytest.approx(100 * (1.5 + 0.25 / 0.5))  # month-2 hazard 0.5 held: 0.25 * (1 + 0.5 + ...) more months
+    assert sv.CLVAssumptions().tail                           # a lifetime by default (Study and notebook alike)
     text = "\n".join(sv.CLVAssumptions().lines(12))
     assert "margin: 60%" in text and "10% a year" in text and "next 12 months" in text
 
@@ -121,9 +154,24 @@ def test_clv_on_the_simulator_and_economics(sim):
     assert table.height == test.height and table["clv"].is_sorted(descending=True)
     life = sv.lifetime_table(surv, test)
     assert life["expected_months"].is_between(0, 6).all() and (life["tail_months_if_constant"] >= 0).all()
-    truth_clv = sv.clv(surv, test, price.to_numpy(), survival=sv.true_survival(world, test, 6))
-    model_clv = sv.clv(surv, test, price.to_numpy())
+    within = sv.CLVAssumptions(tail=False)
+    truth_clv = sv.clv(surv, test, price.to_numpy(), within, survival=sv.true_survival(world, test, 6))
+    model_clv = sv.clv(surv, test, price.to_numpy(), within)
     assert np.corrcoef(truth_clv, model_clv)[0, 1] > 0.9     # price dominates; the curve moves it
+    # the lifetime (tail beyond 6 months at the month-6 hazard) is an extrapolation: looser, but still tracks the truth
+    truth_life = sv.clv(surv, test, price.to_numpy(), survival=sv.true_survival(world, test, 6))
+    assert np.corrcoef(truth_life, sv.clv(surv, test, price.to_numpy()))[0, 1] > 0.75
+
+
+def test_lifetime_value_is_the_one_computation(sim):
+    _, _, _, priced, surv = sim                                # the simulator's features carry monthly_price
+    got, a = sv.lifetime_value(surv, priced)
+    assert a.tail and a.value_source == "monthly_price" and "beyond it" in " ".join(a.lines(6))
+    assert np.array_equal(got, sv.clv(surv, priced, priced["monthly_price"].to_numpy(), sv.CLVAssumptions()))
+    within, _ = sv.lifetime_value(surv, priced, assumptions=sv.CLVAssumptions(tail=False))
+    assert np.all(got > within)                                # the tail adds months beyond the horizon
+    ones, b = sv.lifetime_value(surv, priced, SimpleNamespace(monthly_value=None))   # a mapping with no value column
+    assert "1 per month" in b.value_source and np.allclose(ones * priced["monthly_price"].to_numpy(), got)
 
 
 def test_save_load_round_trip(sim, tmp_path):
@@ -145,7 +193,7 @@ def test_metrics_by_hand():
     assert sv.kaplan_meier([1, 2, 2, 3], [1, 1, 0, 0], 3).tolist() == pytest.approx([0.75, 0.5, 0.5])
 
 
-def test_flat_table_tenure_as_time():
+def test_flat_table_tenure_as_time(tmp_path):
     rng = np.random.default_rng(0)
     n = 1500
     risky = rng.random(n) < 0.5
@@ -164,6 +212,14 @@ def test_flat_table_tenure_as_time():
     assert surv.features == ["risky"] and surv.time_feature == "tenure_month"
     h = surv.hazards(pl.DataFrame({"risky": [1.0, 0.0], "tenure": [5.0, 5.0]}))
     assert 0.08 < h[0].mean() < 0.16 and 0.015 < h[1].mean() < 0.05  # true hazards 0.12 and 0.03
+    # time inputs: tenure month and its log, computed from the time axis alone, explained as 'time', saved and reloaded
+    assert surv.time_inputs == ["tenure_month", "log_tenure_month"]
+    rows = pl.DataFrame({"customer_id": ["x", "y"], "risky": [1.0, 0.0], "tenure": [5.0, 5.0]})
+    attr = sv.pillar_survival(surv, rows, months=(3,))
+    assert sorted(attr["pillar"].unique().to_list()) == ["promises", "time"]
+    per = attr.group_by("customer").agg(pl.col("points").sum(), pl.col("survival").first(), pl.col("base_survival").first())
+    assert np.allclose(per["points"], 100 * (per["survival"] - per["base_survival"]))
+    assert np.array_equal(sv.SurvivalModel.load(surv.save(tmp_path / "flat")).survival(rows), surv.survival(rows))
     with pytest.raises(ContractError, match="tenure column"):
         sv.person_period(table, 12, tenure="months_here")
 
@@ -243,7 +299,7 @@ def test_save_load_keeps_a_linear_base_and_refuses_edited_files(sim, tmp_path):
 def test_survival_table_columns_and_clv(sim):
     _, _, _, test, surv = sim
     rows = test.head(5)
-    t = sv.survival_table(surv, rows, 20.0, sv.CLVAssumptions(margin=0.5, annual_discount=0.0))
+    t = sv.survival_table(surv, rows, 20.0, sv.CLVAssumptions(margin=0.5, annual_discount=0.0, tail=False))
     S = surv.survival(rows)
     assert t["customer"].to_list() == pseudonymise(rows["customer_id"].to_list())
     assert np.allclose(t.select([f"survival_{k}m" for k in range(1, 7)]).to_numpy(), S)

@@ -329,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--horizon", type=int, default=12, help="months of survival curve (default 12)")
     s.add_argument("--margin", type=float, default=0.6, help="CLV: margin on the value per month (default 0.6)")
     s.add_argument("--discount", type=float, default=0.10, help="CLV: annual discount rate (default 0.10)")
-    s.add_argument("--tail", action="store_true", help="CLV: add months beyond the horizon at the last month's hazard (an extrapolation)")
+    s.add_argument("--tail", action=argparse.BooleanOptionalAction, default=True,
+                   help="CLV: months beyond the horizon at the last month's hazard (an extrapolation; --no-tail: the horizon only)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out whole (default: refuse)")
     s.set_defaults(run=_survival)
 

@@ -31,12 +31,6 @@ __all__ = ["Study", "setup_notebook", "CAUSAL_MAX_ROWS"]
 CAUSAL_MAX_ROWS = 60_000   # labelled rows for double ML at most (a seeded sample of whole customers beyond it)
 
 
-def _clv_assumptions():
-    from trustml.survival import CLVAssumptions
-    # a lifetime, not a year: months beyond the survival model's horizon at its last hazard (stated beside every figure)
-    return CLVAssumptions(tail=True)
-
-
 def _key(data, mapping, n_customers, n_months, seed, trials) -> dict:
     """What identifies one analysis: the same key, the same results (everything is seeded)."""
     if data is None or str(data) == "simulated":
@@ -511,15 +505,15 @@ class Study:
     @stage()
     def clv(self) -> np.ndarray:
         """Customer lifetime value at stake per row of `latest`, from each customer's survival curve (see `clv_note`)."""
-        from trustml.survival import clv, value_per_month
-        return clv(self.survival, self.latest, value_per_month(self.latest, self.mapping)[0], _clv_assumptions())
+        from trustml.survival import lifetime_value
+        return lifetime_value(self.survival, self.latest, self.mapping)[0]
 
     @property
     def clv_note(self) -> str:
-        from trustml.survival import value_per_month
+        from trustml.survival import lifetime_value
+        _, a = lifetime_value(self.survival, self.latest.head(1), self.mapping)
         return ("value at stake: customer lifetime value from each customer's survival curve over "
-                f"{self.survival.horizon} months ({value_per_month(self.latest.head(1), self.mapping)[1]}; "
-                + "; ".join(_clv_assumptions().lines(self.survival.horizon)) + ")")
+                f"{self.survival.horizon} months (" + "; ".join(a.lines(self.survival.horizon)) + ")")
 
     @cached_property
     def value_at_stake(self) -> tuple[np.ndarray, str, str]:

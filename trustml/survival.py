@@ -12,8 +12,8 @@ How it is built (person-period expansion, no future features):
   whose future is not observed contributes only the months observed (right-censoring).
 * **Flat tables** with a tenure column (months) and a churn flag: tenure is the time axis,
   churn the event in the customer's last month, right-censored otherwise; one row per tenure
-  month ``t = 1..T`` with ``tenure_month = t`` as the time feature (the tenure column itself is
-  left out). Curves are conditional on the current tenure ``T0``: ``h(T0 + 1), h(T0 + 2), ...``.
+  month ``t = 1..T`` with ``tenure_month = t`` (and its log, `TIME_INPUTS`) as the time inputs (the tenure column
+  itself is left out). Curves are conditional on the current tenure ``T0``: ``h(T0 + 1), h(T0 + 2), ...``.
   Flat features are measured at the end, not month by month (the data has nothing else).
 
 The hazard ``h(k | x)`` is a LightGBM binary classifier (`trustml.model.ChurnModel`, one thread,
@@ -53,7 +53,8 @@ from trustml.privacy import pseudonymise
 __all__ = ["SurvivalModel", "CLVAssumptions", "person_period", "fit_survival", "observed_outcomes", "pillar_survival", "pillar_shapley",
            "lifetime_table", "clv", "clv_table", "customers_now", "survival_table",
            "kaplan_meier", "survival_quality", "temporal_holdout", "brier_scores", "integrated_brier", "concordance_td",
-           "true_hazard_grid", "true_survival", "value_per_month", "best_plan", "versus_truth", "plot_curves", "plot_whatif_curve", "plot_pillar_survival", "TIME_LABEL"]
+           "true_hazard_grid", "true_survival", "value_per_month", "lifetime_value",
+           "best_plan", "versus_truth", "plot_curves", "plot_whatif_curve", "plot_pillar_survival", "TIME_LABEL"]
 
 TIME_LABEL = "Time (months ahead)"
 SAVE_FORMAT = 1
@@ -79,6 +80,15 @@ VALIDATION_STEP, VALIDATION_PATIENCE = 20, 100   # flat: rounds between checks; 
 MAX_ROWS = 25_000   # snapshot rows (or flat customers) the hazard learns from at most: a seeded sample beyond it
 MAX_VALIDATION_UNITS = 1000                      # flat: held-out customers whose curves are scored
 FALLBACK_ROUNDS = 100  # too few churns to hold any out: the first candidate, this many rounds
+# Inputs derived from the time feature alone (no customer data), placed after it and explained with it (pillar
+# 'time'). Flat tables: log(tenure month), so the logistic base (which sees numeric inputs linearly) can follow a
+# hazard that falls fast in the first months and slowly later, as a Cox model's baseline hazard does.
+TIME_INPUTS = {"tenure_month": ("log_tenure_month",), "months_ahead": ()}
+_TIME_EXPRS = {"log_tenure_month": lambda: pl.col("tenure_month").cast(pl.Float64).clip(1, None).log()}
+
+
+def _with_time_inputs(frame: pl.DataFrame, names) -> pl.DataFrame:
+    return frame.with_columns(**{n: _TIME_EXPRS[n]() for n in names})
 
 
 def _check_monthly(table: FeatureTable) -> None:
@@ -104,9 +114,15 @@ def person_period(table: FeatureTable, horizon: int = 12, *, frame: pl.DataFrame
     """One row per customer x snapshot x observed month at risk: ``event`` (0/1) and the time feature.
 
     Columns: customer_id, snapshot_date, the registry's features, ``months_ahead`` (or
-    ``tenure_month`` for flat tables), ``event``, ``outcome_date`` (end of the month, snapshots
-    only). `frame`: which snapshot rows to expand (default: all of `table`); the active sets are
-    always read from the whole table. `until`: months ending after this date are not observed.
+    ``tenure_month`` for flat tables), ``event``, ``outcome_date`` (when the month's outcome is known, snapshots
+    only: the month's end; for inactivity churn, the end of the silence window that starts it). `frame`: which
+    snapshot rows to expand (default: all of `table`); the active sets and labels are always read from the whole
+    table. `until`: outcomes known only after this date are not observed.
+
+    Inactivity churn (``Snapshots(churn='inactivity')``, e.g. CDNOW): the event in month ``k`` is the table's own
+    label at the snapshot of ``d + (k-1)`` months: no activity in the label window from then on (e.g. 90 days), so
+    month 1's hazard is the churn classifier's target. Leaving the active set would come only after
+    ``active_gap_days`` of silence (a year for CDNOW), too late to see within most horizons.
 
     Examples
     --------
@@ -129,6 +145,8 @@ def person_period(table: FeatureTable, horizon: int = 12, *, frame: pl.DataFrame
                .with_columns(event=((pl.col("tenure_month") == pl.col("_T")) & (pl.col("_e") == 1)).cast(pl.Int8)).drop("_T", "_e"))
         return out.with_columns(pl.col("tenure_month").cast(pl.Int64))
     _check_monthly(table)
+    if table.snapshots.churn == "inactivity":
+        return _person_period_inactivity(table, horizon, frame, until)
     last = table.frame["snapshot_date"].max()
     limit = min(last, until) if until is not None else last
     present = table.frame.select("customer_id", "snapshot_date").with_columns(_here=pl.lit(True))
@@ -143,6 +161,25 @@ def person_period(table: FeatureTable, horizon: int = 12, *, frame: pl.DataFrame
             .with_columns(_before=(pl.col("event").cum_sum() - pl.col("event")).over(grp))
             .filter(pl.col("_before") == 0).drop("_here", "_before"))
     return rows
+
+
+def _person_period_inactivity(table: FeatureTable, horizon: int, frame: pl.DataFrame, until: dt.date | None) -> pl.DataFrame:
+    names, grp = table.registry.names, ["customer_id", "snapshot_date"]
+    s = table.snapshots
+    labels = table.frame.select("customer_id", pl.col("snapshot_date").alias("_at"), pl.col("churned").alias("event"))
+    ks = pl.DataFrame({"months_ahead": list(range(1, horizon + 1))}, schema={"months_ahead": pl.Int64})
+    rows = (frame.select(*grp, *names).join(ks, how="cross")
+            .with_columns(_at=_offset(pl.col("months_ahead") - 1))
+            .with_columns(outcome_date=pl.col("_at").dt.offset_by(s.lead).dt.offset_by(s.horizon))
+            .join(labels, on=["customer_id", "_at"], how="left")
+            .filter(pl.col("event").is_not_null()))      # active then, and its label window ended by the as-of date
+    if until is not None:
+        rows = rows.filter(pl.col("outcome_date") <= until)
+    return (rows.with_columns(pl.col("event").cast(pl.Int8)).sort(*grp, "months_ahead")
+            .with_columns(_n=pl.int_range(1, pl.len() + 1).over(grp),
+                          _before=(pl.col("event").cum_sum() - pl.col("event")).over(grp))
+            .filter((pl.col("_n") == pl.col("months_ahead")) & (pl.col("_before") == 0))   # consecutive months, to the event
+            .select(*grp, *names, "months_ahead", "outcome_date", "event"))
 
 
 def observed_outcomes(table: FeatureTable, frame: pl.DataFrame, horizon: int = 12, *, tenure: str | None = None) -> pl.DataFrame:
@@ -173,9 +210,16 @@ class SurvivalModel:
     metadata: dict = field(default_factory=dict)
 
     @property
+    def time_inputs(self) -> list[str]:
+        """The time feature and the inputs derived from it alone (`TIME_INPUTS`), in the model's order."""
+        derived = TIME_INPUTS.get(self.time_feature, ())
+        return [n for n in self.model.feature_names_in_ if n == self.time_feature or n in derived]
+
+    @property
     def features(self) -> list[str]:
-        """The hazard model's features besides the time feature (the registry's, less the tenure column and `exclude`)."""
-        return [n for n in self.model.feature_names_in_ if n != self.time_feature]
+        """The hazard model's features besides the time inputs (the registry's, less the tenure column and `exclude`)."""
+        t = set(self.time_inputs)
+        return [n for n in self.model.feature_names_in_ if n not in t]
 
     def _periods(self, frame: pl.DataFrame, horizon: int, start: np.ndarray | None) -> pl.DataFrame:
         n = frame.height
@@ -186,7 +230,8 @@ class SurvivalModel:
             t0 = (frame[self.tenure].cast(pl.Float64).fill_null(0).round().to_numpy() if start is None
                   else np.broadcast_to(np.asarray(start, dtype=float), (n,)))
             k = k + np.repeat(t0, horizon).astype(np.int64)
-        return rep.with_columns(pl.Series(self.time_feature, k, dtype=pl.Int64))
+        rep = rep.with_columns(pl.Series(self.time_feature, k, dtype=pl.Int64))
+        return _with_time_inputs(rep, self.time_inputs[1:]).select(list(self.model.feature_names_in_))
 
     def log_odds(self, frame: pl.DataFrame, horizon: int | None = None, *, start=None) -> np.ndarray:
         """Hazard log-odds, shape (rows, horizon): month k (column k-1) given active at its start."""
@@ -290,7 +335,8 @@ def fit_survival(table: FeatureTable, horizon: int = 12, *, frame: pl.DataFrame 
     time_feature = "tenure_month" if flat else "months_ahead"
     col = _tenure_column(table, tenure) if flat else None
     feats = [n for n in table.registry.names if n != col and n not in exclude]
-    X = pp.select(*feats, time_feature)
+    derived = TIME_INPUTS[time_feature]
+    X = _with_time_inputs(pp.select(*feats, time_feature), derived)
     y = pp["event"].to_numpy()
     if flat:   # validation: a seeded share of customers, all their rows
         ids = pp["customer_id"].unique().sort()
@@ -298,6 +344,7 @@ def fit_survival(table: FeatureTable, horizon: int = 12, *, frame: pl.DataFrame 
         held = pp["customer_id"].replace_strict(dict(zip(ids.to_list(), pick.tolist(), strict=True)), return_dtype=pl.Boolean).to_numpy()
         # scored over the whole tenure range, not only `horizon`: curves start from any current tenure
         curves = _held_out_curves(pp, held, feats, time_feature, int(pp[time_feature].max()), seed)
+        curves = (_with_time_inputs(curves[0], derived), *curves[1:])
     else:      # validation: the latest outcome months
         when = pp["outcome_date"].to_numpy()
         held = when >= np.sort(when)[int((1 - VALIDATION_SHARE) * (len(when) - 1))]
@@ -466,9 +513,11 @@ def versus_truth(table: FeatureTable, world, horizon: int = 6, *, assumptions: C
 
 def _pillar_groups(surv: SurvivalModel) -> tuple[list[str], list[list[int]]]:
     names = list(surv.model.feature_names_in_)
-    pillars = [p for p in surv.registry.pillars if any(surv.registry.pillar_of(n) == p for n in names[:-1])]
-    groups = [[i for i, n in enumerate(names[:-1]) if surv.registry.pillar_of(n) == p] for p in pillars]
-    return pillars + ["time"], groups + [[len(names) - 1]]
+    time = set(surv.time_inputs)
+    feats = [(i, n) for i, n in enumerate(names) if n not in time]
+    pillars = [p for p in surv.registry.pillars if any(surv.registry.pillar_of(n) == p for _, n in feats)]
+    groups = [[i for i, n in feats if surv.registry.pillar_of(n) == p] for p in pillars]
+    return pillars + ["time"], groups + [[i for i, n in enumerate(names) if n in time]]
 
 
 def pillar_survival(surv: SurvivalModel, frame: pl.DataFrame, months=(3, 6, 12), *, id_column: str = "customer_id") -> pl.DataFrame:
@@ -483,7 +532,8 @@ def pillar_survival(surv: SurvivalModel, frame: pl.DataFrame, months=(3, 6, 12),
     customer-month. ``points`` maps them to probability the same way: each pillar's share of
     ``log S - log S_base`` times ``S(k) - S_base(k)``, in percentage points; **they sum exactly to
     ``100 * (S(k) - S_base(k))``**. Positive: the pillar keeps the customer longer. The pillar
-    'time' is the months-ahead (or tenure) feature: how the hazard changes with time itself.
+    'time' is the months-ahead (or tenure) feature and the inputs derived from it (`TIME_INPUTS`): how the hazard
+    changes with time itself.
     For flat tables it is the tenure month. It is not a Shapley value of log S (the month-level SHAP values are); pillar Shapley values
     of S(k) would need ``2^pillars`` evaluations per customer.
 
@@ -606,13 +656,15 @@ class CLVAssumptions:
 
     A customer pays `value` (per month) at the start of each month they are still here: month 1 for
     sure (they are active now), month k+1 with probability S(k); times `margin`, discounted at
-    `annual_discount` (monthly rate ``(1 + annual)^(1/12) - 1``). Restricted to the horizon unless
-    `tail` adds the months beyond it with the last month's hazard held constant (an extrapolation).
+    `annual_discount` (monthly rate ``(1 + annual)^(1/12) - 1``). By default (`tail`) the months beyond the
+    horizon count too, with the last month's hazard held constant (an extrapolation, stated in `lines`): a
+    *lifetime* value, the one `trustml.study.Study.clv` and the notebook use (`lifetime_value`); ``tail=False``
+    restricts it to the horizon.
     """
 
     margin: float = 0.6
     annual_discount: float = 0.10
-    tail: bool = False
+    tail: bool = True
     currency: str = "$"
     value_source: str = "monthly_price"
 
@@ -631,14 +683,19 @@ class CLVAssumptions:
 
 def clv(surv: SurvivalModel, frame: pl.DataFrame, value, assumptions: CLVAssumptions | None = None, *,
         survival: np.ndarray | None = None) -> np.ndarray:
-    """Customer lifetime value per row: ``margin * value * sum_{k=0}^{H-1} S(k) / (1 + r)^k`` (S(0) = 1), plus the tail if asked.
+    """Customer lifetime value per row: ``margin * value * sum_{k=0}^{H-1} S(k) / (1 + r)^k`` (S(0) = 1), plus the tail
+    ``S(H) / (1 + r)^H / (1 - (1 - h(H)) / (1 + r))`` (month-H hazard held) unless ``assumptions.tail`` is False.
 
     `survival`: curves to use instead of the model's (e.g. the simulator's true curves), shape (rows, H).
+    `lifetime_value` reads the value per month from the data and states the assumptions: use it for the figures.
 
     Examples
     --------
-    >>> S = np.array([[0.5, 0.25]])
-    >>> float(clv(None, pl.DataFrame({"x": [1]}), [100.0], CLVAssumptions(margin=1.0, annual_discount=0.0), survival=S)[0])
+    >>> S = np.array([[0.5, 0.25]])            # h(2) = 0.5: beyond month 2, 0.25 * (1 + 0.5 + 0.25 + ...) = 0.5 more
+    >>> one = pl.DataFrame({"x": [1]})
+    >>> float(clv(None, one, [100.0], CLVAssumptions(margin=1.0, annual_discount=0.0), survival=S)[0])
+    200.0
+    >>> float(clv(None, one, [100.0], CLVAssumptions(margin=1.0, annual_discount=0.0, tail=False), survival=S)[0])
     150.0
     """
     a = assumptions or CLVAssumptions()
@@ -653,6 +710,27 @@ def clv(surv: SurvivalModel, frame: pl.DataFrame, value, assumptions: CLVAssumpt
         q = (1 - np.clip(h_last, 1e-6, 1)) / (1 + a.monthly_rate)
         total = total + S[:, -1] * (1 + a.monthly_rate) ** -H / (1 - q)
     return a.margin * v * total
+
+
+def lifetime_value(surv: SurvivalModel, frame: pl.DataFrame, mapping=None, assumptions: CLVAssumptions | None = None, *,
+                   survival: np.ndarray | None = None) -> tuple[np.ndarray, CLVAssumptions]:
+    """The one CLV computation behind every figure: (CLV per row of `frame`, the assumptions used).
+
+    Value per month from `value_per_month` (`mapping`'s `monthly_value`, else `monthly_price`, else 1),
+    recorded as ``value_source`` in the returned assumptions (default `CLVAssumptions`: 60% margin, 10% a
+    year, tail beyond the horizon); then `clv`. `trustml.study.Study.clv` and notebook 11 both call this.
+
+    Examples
+    --------
+    >>> S = np.array([[0.9, 0.8], [0.5, 0.25]])
+    >>> value, a = lifetime_value(None, pl.DataFrame({"monthly_price": [10.0, 20.0]}), survival=S)
+    >>> a.value_source, value.round(1).tolist()
+    ('monthly_price', [51.3, 23.8])
+    """
+    from dataclasses import replace
+    v, source = value_per_month(frame, mapping)
+    a = replace(assumptions or CLVAssumptions(), value_source=source)
+    return clv(surv, frame, v, a, survival=survival), a
 
 
 def clv_table(surv: SurvivalModel, frame: pl.DataFrame, value, assumptions: CLVAssumptions | None = None, *,
