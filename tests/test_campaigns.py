@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from trustml.campaigns import analyse, assign, campaign_rows, crm_export, fit_uplift, qini, sample_size, target, with_traits
+from trustml.campaigns import analyse, assign, calibrate, campaign_rows, crm_export, fit_uplift, offer_cost, plan, qini, sample_size, target, with_traits
 from trustml.features import Snapshots, build_features
 from trustml.simulator import Campaign, Policy, campaign_effects, simulate
 
@@ -72,7 +72,7 @@ def test_campaign_analysis_on_the_simulator_covers_the_true_effect():
     assert up.predict(rows.head(20)).shape == (20,)
 
 
-@pytest.mark.parametrize("learner", ["x", "dr"])
+@pytest.mark.parametrize("learner", ["x", "dr", "scaled", "forest"])
 def test_uplift_learners_find_persuadables_and_sleeping_dogs(learner):
     rng = np.random.default_rng(3)
     n = 12_000
@@ -85,6 +85,8 @@ def test_uplift_learners_find_persuadables_and_sleeping_dogs(learner):
     pred = up.predict(rows)
     assert pred[effect < 0].mean() < 0 < pred[effect > 0].mean()
     assert qini(-pred, y, t)["coefficient"] > 0.5 * qini(-effect, y, t)["coefficient"] > 0
+    held = up.pseudo_outcomes(rows)
+    assert abs(held.mean() - effect.mean()) < 0.03                     # doubly robust: unbiased on average
     with pytest.raises(ValueError, match="learner"):
         fit_uplift(rows, ["a"], learner="s")
 
@@ -93,4 +95,81 @@ def test_with_traits_adds_each_levers_revealed_traits(table, world):
     rows = table.latest().head(200)
     out, names = with_traits(rows, world.events)
     assert out.height == 200 and names and all("__revealed_" in n for n in names)
-    assert "respect_for_time__revealed_welcome_rank2" in names and "service_quality__revealed_volume" in names
+    assert "service_quality__revealed_volume" in names and any(n.startswith("respect_for_time__revealed_") for n in names)
+
+
+def test_scaled_learner_scales_the_effect_with_risk_and_ignores_noise_features():
+    rng = np.random.default_rng(5)
+    n = 16_000
+    x = rng.normal(size=(n, 4))
+    base = 1 / (1 + np.exp(-(-2.0 + 1.2 * x[:, 1])))                  # churn risk driven by x1
+    effect = base * (1 - base) * -0.8                                  # a log-odds shift: the effect grows with risk
+    t = rng.random(n) < 0.5
+    y = (rng.random(n) < base + t * effect).astype(int)
+    rows = pl.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "d": x[:, 3], "churned": y, "treated": t})
+    up = fit_uplift(rows, ["a", "b", "c", "d"], seed=0, learner="scaled")
+    pred = up.predict(rows)
+    assert np.corrcoef(pred, effect)[0, 1] > 0.6
+    assert abs(pred.mean() - effect.mean()) < 0.02
+    assert up.scaled["penalty"] > 0
+
+
+def test_calibration_shrinks_overconfident_scores_and_never_reverses_them():
+    rng = np.random.default_rng(2)
+    effect = rng.normal(-0.02, 0.03, 30_000)
+    pseudo = effect + rng.normal(0, 0.4, 30_000)
+    over = calibrate(4 * effect, pseudo)
+    assert 0.15 < over.slope < 0.4                                    # 4x too spread: slope about 1/4
+    mean, se = over.predict(np.array([-0.2, 0.0, 0.2]))
+    assert mean[0] < mean[1] < mean[2] and (se > 0).all() and se[0] > se[1]
+    reversed_ = calibrate(-effect, pseudo)
+    assert reversed_.slope == 0.0 and abs(reversed_.intercept - pseudo.mean()) < 1e-12
+    assert calibrate(effect / 5, pseudo).slope == 1.0                  # never stretched beyond the model's own spread
+
+
+def test_offer_cost_prices_abuse_of_a_goodwill_credit_and_discounts_by_price():
+    price = np.array([20.0, 45.0, 90.0, 45.0])
+    treated = np.array([True, True, True, False])
+    gw = offer_cost("goodwill_credit", price, realized=np.array([10.0, 40.0, 10.0, 0.0]), treated=treated)
+    assert np.allclose(gw, 20.0)                                       # face value 10, twice that once abuse is seen
+    assert offer_cost("goodwill_credit", price).tolist() == [10.0] * 4
+    assert np.allclose(offer_cost("discount", price), 0.6 * price)
+    with pytest.raises(ValueError, match="offer"):
+        offer_cost("free_lunch", price)
+    with pytest.raises(ValueError, match="same customers"):
+        offer_cost("service_call", price, realized=np.ones(3), treated=np.ones(3, bool))
+
+
+def test_plan_targets_only_where_the_saving_pays_and_says_so_when_nothing_does():
+    value, cost = np.full(4, 100.0), np.full(4, 5.0)
+    benefit = np.array([0.2, 0.1, 0.04, -0.1])
+    p = plan(benefit, value, cost)
+    assert p["target"].tolist() == [True, True, False, False] and p["offers"] == 2
+    assert p["expected_money"] == pytest.approx(15.0 + 5.0)
+    sure = plan(benefit, value, cost, se=np.array([0.1, 0.01, 0.0, 0.0]), confidence=0.95)   # the first is too uncertain
+    assert sure["target"].tolist() == [False, True, False, False]
+    none = plan(np.full(4, 0.01), value, cost)
+    assert none["offers"] == 0 and "no customer's expected saving covers the offer's cost" in none["message"]
+    # held-out outcomes that contradict the model withdraw the plan
+    bad = plan(benefit, value, cost, pseudo=np.array([0.3, 0.2, 0.0, 0.0]))
+    assert bad["offers"] == 0 and not bad["target"].any() and "no saving in held-out outcomes" in bad["message"]
+    good = plan(benefit, value, cost, pseudo=np.array([-0.3, -0.1, 0.0, 0.0]))
+    assert good["offers"] == 2 and good["estimated_money"] == pytest.approx(30.0)
+
+
+def test_calibration_with_values_does_not_credit_the_valuable_customers_with_the_average_effect():
+    rng = np.random.default_rng(4)
+    n = 40_000
+    value = np.where(rng.random(n) < 0.5, 100.0, 1000.0)
+    effect = np.where(value > 500, -0.01, -0.05)                      # the valuable customers are the least persuadable
+    pseudo = effect + rng.normal(0, 0.3, n)
+    score = np.full(n, -0.03)                                          # a model that knows only the average
+    cost = np.full(n, 15.0)
+    naive = plan(-calibrate(score, pseudo).predict(score)[0], value, cost)
+    assert naive["target"][value > 500].all()                          # 3% x 1000 > 15: the trap
+    cal = calibrate(score, pseudo, value=value)
+    mean, se = cal.predict(score, value)
+    assert abs(mean[value > 500].mean() - (-0.01)) < 0.006 and abs(mean[value < 500].mean() - (-0.05)) < 0.006
+    assert plan(-mean, value, cost, se=se)["offers"] == 0              # 1% x 1000 < 15 and 5% x 100 < 15
+    with pytest.raises(ValueError, match="value"):
+        cal.predict(score)

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from trustml.model import ChurnModel, ModelMismatchError, TrainedModel, temporal_split, train
+from trustml.model import ChurnModel, ModelMismatchError, TrainedModel, linear_score, temporal_split, train
 
 # Each excluded scikit-learn check, with why: none are excluded today. If one must be, list it here.
 EXPECTED_FAILED_CHECKS: dict[str, str] = {}
@@ -54,6 +54,29 @@ def test_a_linear_base_extrapolates_where_trees_cannot():
     lin = base + values.sum(axis=1)
     raw = hybrid.booster_.predict(hybrid.transform_matrix(later), raw_score=True)
     assert np.allclose(lin + raw, hybrid.decision_function(later))
+
+
+def test_a_categorical_reaches_the_linear_base_one_indicator_per_level(tmp_path):
+    """A plan that carries the churn signal moves the linear base; its SHAP value is the sum over its levels."""
+    rng = np.random.default_rng(2)
+    plan = rng.choice(["basic", "plus", "premium"], 3000)
+    x = rng.normal(size=3000)
+    z = np.select([plan == "basic", plan == "plus"], [1.0, 0.0], -1.5) + 0.5 * x
+    y = (rng.uniform(size=3000) < 1 / (1 + np.exp(-z))).astype(int)
+    X = pl.DataFrame({"plan": plan, "x": x})
+    model = ChurnModel(n_estimators=1, early_stopping=False, linear_base=True).fit(X, y)
+    assert model.linear_["onehot"] == [[0, 3]]
+    Xm = model.transform_matrix(X)
+    values, base = model.linear_contributions(Xm)
+    assert np.allclose(base + values.sum(axis=1), model._linear_score(Xm))
+    by_plan = pl.DataFrame({"plan": plan, "v": values[:, 0]}).group_by("plan").agg(pl.col("v").mean())
+    v = dict(by_plan.iter_rows())
+    assert v["basic"] > v["plus"] > v["premium"]     # the level's own effect, learned from the indicators
+    unseen = pl.DataFrame({"plan": ["gold"], "x": [0.0]})   # a level not seen in training: no indicator
+    assert np.isfinite(model.decision_function(unseen)).all()
+    old = {k: v for k, v in model.linear_.items() if k != "onehot"}   # a model saved before categoricals entered
+    old.update(mean=old["mean"][:1], coef=old["coef"][:1])
+    assert np.isfinite(linear_score(old, Xm)).all()
 
 
 @pytest.mark.parametrize("churners, method", [(27, "sigmoid"), (1500, "isotonic")])

@@ -4,8 +4,11 @@ A retention offer is itself a contact, and more contact is not more trust: some 
 persuadable, some are "sleeping dogs" whom a call pushes out. So measure, with a randomised
 campaign: `sample_size` for the effect you need to see, `assign` (seeded, reproducible from the
 ids alone), `crm_export`, then `analyse` (average effect with a 95% interval), `fit_uplift`
-(LightGBM T-learner: churn with and without the offer), `qini` and `target` (persuadables by
-expected value net of cost).
+(a risk-scaled DR-learner by default; T-, X- and DR-learners too), `qini`, `calibrate` (uplift scores
+against held-out doubly robust pseudo-outcomes, so the expected saving is honest), `offer_cost` (an
+offer's terms x the abuse seen among the offered) and `plan` (persuadables whose calibrated saving
+covers the cost with confidence; when nothing pays, it says so instead of targeting a fixed number).
+`simulated_campaign` runs it all on the simulator and checks it against the true individual effects.
 
 Examples
 --------
@@ -25,6 +28,7 @@ import numpy as np
 import polars as pl
 
 __all__ = ["sample_size", "assign", "crm_export", "campaign_rows", "analyse", "Uplift", "fit_uplift", "qini", "target",
+           "Calibration", "calibrate", "OFFER_TERMS", "offer_cost", "plan", "simulated_rows",
            "simulated_campaign", "plot_qini", "with_traits",
            "UPLIFT_PARAMS"]
 
@@ -109,72 +113,172 @@ def analyse(rows: pl.DataFrame, *, outcome: str = "churned", arm: str = "treated
 
 @dataclass
 class Uplift:
-    """A meta-learner of the offer's effect on churn: uplift = churn if offered - churn if not (negative = the offer helps).
+    """A fitted model of the offer's effect on churn: uplift = churn if offered - churn if not (negative = the offer helps).
 
-    T-learner: one LightGBM churn model per arm. X-learner (default): then each arm's imputed
-    individual effects (observed outcome minus the other arm's model) are regressed on the
-    features and averaged, which smooths the T-learner's noise when effects are small.
-    DR-learner: the doubly robust pseudo-outcome (the T-learner's difference corrected by each
-    row's residual over its known assignment probability), cross-fitted, regressed on the features.
+    T-learner: one LightGBM churn model per arm. X-learner: then each arm's imputed individual
+    effects (observed outcome minus the other arm's model) are regressed on the features and
+    averaged. DR-learner: the doubly robust pseudo-outcome (the T-learner's difference corrected by
+    each row's residual over its known assignment probability), cross-fitted, regressed on the
+    features. Scaled (default): a small-signal DR-learner; the offer shifts each customer's churn
+    log-odds by a ridge-regularised linear function of their (log, standardised) features, so the
+    change in churn probability is ``r (1 - r) (b0 + b.z)`` with ``r`` the customer's churn risk; the
+    ridge penalty is chosen by the cross-fitted DR loss (a large penalty leaves the average effect
+    scaled by risk). Forest: EconML's causal forest (`CausalForestDML`: LightGBM outcome model, the
+    known assignment share as propensity, honest trees with at least 100 customers a leaf). `churn` gives each arm's churn probability, `pseudo_outcomes` the doubly robust
+    per-customer effects a held-out check or `calibrate` needs.
     """
 
     treated_model: object
     control_model: object
     features: list[str]
+    categories: dict | None = None
+    effect_models: tuple = ()
+    share: float = 0.5
+    scaled: dict | None = None
+    forest: object | None = None
 
     def _X(self, frame: pl.DataFrame) -> np.ndarray:
         from trustml.causal import _matrix
         return _matrix(frame, self.features, self.categories)
 
-    categories: dict | None = None
-    effect_models: tuple = ()
-
     def churn(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Churn probability if offered and if not, per row of `frame`."""
         X = self._X(frame)
         return self.treated_model.predict_proba(X)[:, 1], self.control_model.predict_proba(X)[:, 1]
 
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
+        """Predicted uplift per row (probability; negative = the offer keeps the customer)."""
+        X = self._X(frame)
+        if self.forest is not None:
+            return np.ravel(self.forest.effect(np.nan_to_num(X)))
+        if self.scaled is not None:
+            s = self.scaled
+            r = s["risk_model"].predict_proba(X)[:, 1]
+            return _scaled_design(X, r, s["design"]) @ s["coef"]
         if self.effect_models:
-            X = self._X(frame)
             return np.mean([m.predict(X) for m in self.effect_models], axis=0)
         p1, p0 = self.churn(frame)
         return p1 - p0
 
+    def pseudo_outcomes(self, frame: pl.DataFrame, *, outcome: str = "churned", arm: str = "treated") -> np.ndarray:
+        """Doubly robust effect per row of a randomised campaign: unbiased for the row's effect, very noisy alone.
+
+        Use on rows the model was not fitted on (held out), e.g. to `calibrate` the uplift or value a plan.
+        """
+        p1, p0 = self.churn(frame)
+        y, t = frame[outcome].cast(pl.Float64).to_numpy(), frame[arm].cast(pl.Boolean).to_numpy()
+        return _dr(y, t, p1, p0, self.share)
+
+
+def _dr(y, t, p1, p0, e):
+    return p1 - p0 + t * (y - p1) / e - (~t) * (y - p0) / (1 - e)
+
+
+def _design_spec(X: np.ndarray, names: list[str], categories: dict) -> dict:
+    """How `_scaled_design` turns features into z: log1p for non-negative columns, one-hot for categories, standardised."""
+    cat_idx = [i for i, n in enumerate(names) if n in categories]
+    levels = {i: len(categories[names[i]]) for i in cat_idx}
+    log = np.array([i not in levels and bool(np.nanmin(X[:, i], initial=0.0) >= 0) for i in range(X.shape[1])])
+    spec = {"log": log, "levels": levels, "center": None, "scale": None}
+    Z = _z(X, spec)
+    spec["center"], spec["scale"] = np.nanmean(Z, axis=0), np.nanstd(Z, axis=0)
+    spec["scale"] = np.where(spec["scale"] > 1e-9, spec["scale"], 1.0)
+    return spec
+
+
+def _z(X: np.ndarray, spec: dict) -> np.ndarray:
+    cols = []
+    for i in range(X.shape[1]):
+        x = X[:, i]
+        if i in spec["levels"]:
+            cols += [(x == k).astype(float) for k in range(1, spec["levels"][i])]
+        else:
+            cols.append(np.log1p(np.clip(x, 0, None)) if spec["log"][i] else x)
+    Z = np.column_stack(cols)
+    if spec["center"] is not None:
+        Z = np.nan_to_num((Z - spec["center"]) / spec["scale"])
+    return Z
+
+
+def _scaled_design(X: np.ndarray, risk: np.ndarray, spec: dict) -> np.ndarray:
+    s = risk * (1 - risk)
+    return np.column_stack([s, s[:, None] * _z(X, spec)])
+
+
+def _arm_models(X, y, t, params, folds, seed):
+    """Cross-fitted churn probabilities if offered, if not, and ignoring the arm (out of fold for every row)."""
+    import lightgbm as lgb
+    mu1, mu0, m = np.zeros(len(y)), np.zeros(len(y)), np.zeros(len(y))
+    fold = np.random.default_rng(seed).integers(0, folds, len(y))
+    for k in range(folds):
+        tr, te = fold != k, fold == k
+        mu1[te] = lgb.LGBMClassifier(**params).fit(X[tr & t], y[tr & t]).predict_proba(X[te])[:, 1]
+        mu0[te] = lgb.LGBMClassifier(**params).fit(X[tr & ~t], y[tr & ~t]).predict_proba(X[te])[:, 1]
+        m[te] = lgb.LGBMClassifier(**params).fit(X[tr], y[tr]).predict_proba(X[te])[:, 1]
+    return mu1, mu0, m
+
+
+RIDGE_GRID = tuple(10.0 ** k for k in range(-1, 6))
+
+
+def _ridge(B: np.ndarray, target: np.ndarray, lam: float) -> np.ndarray:
+    pen = np.eye(B.shape[1]) * lam * len(target) * float(np.mean(B[:, 0] ** 2))
+    pen[0, 0] = 0.0                                        # the risk-scaled average effect is not shrunk
+    return np.linalg.solve(B.T @ B + pen, B.T @ target)
+
 
 def fit_uplift(rows: pl.DataFrame, features: list[str], *, outcome: str = "churned", arm: str = "treated", seed: int = 0,
-               learner: str = "x", folds: int = 3) -> Uplift:
-    """Fit a T-, X- or DR-learner (`learner` 't', 'x' or 'dr') on a randomised campaign's rows (pre-campaign `features`, arm, outcome).
+               learner: str = "scaled", folds: int = 3) -> Uplift:
+    """Fit an uplift model (`learner` 'scaled', 't', 'x', 'dr' or 'forest', see `Uplift`) on a randomised campaign's rows.
 
-    The DR-learner uses the campaign's own assignment share as the (known) propensity and
-    cross-fits the arm models over `folds` folds.
+    `rows`: pre-campaign `features`, the arm and the outcome. The DR and scaled learners use the
+    campaign's own assignment share as the (known) propensity and cross-fit their churn models over
+    `folds` folds; the scaled learner picks its ridge penalty by 5-fold cross-validated DR loss.
     """
-    if learner not in ("t", "x", "dr"):
-        raise ValueError(f"learner must be 't', 'x' or 'dr', got {learner!r}")
+    if learner not in ("scaled", "t", "x", "dr", "forest"):
+        raise ValueError(f"learner must be 'scaled', 't', 'x', 'dr' or 'forest', got {learner!r}")
     import lightgbm as lgb
 
     from trustml.causal import _categories, _matrix
     cats = _categories(rows, features)
     X = _matrix(rows, features, cats)
     y, t = rows[outcome].cast(pl.Int8).to_numpy(), rows[arm].cast(pl.Boolean).to_numpy()
+    if t.all() or not t.any():
+        raise ValueError("fit_uplift needs customers in both arms")
     params = {**UPLIFT_PARAMS, "random_state": seed}
     m1 = lgb.LGBMClassifier(**params).fit(X[t], y[t])
     m0 = lgb.LGBMClassifier(**params).fit(X[~t], y[~t])
-    effect_models = ()
+    e = float(t.mean())                                     # randomised: the propensity is the assignment share
+    effect_models, scaled, forest = (), None, None
     if learner == "x":
         d1 = y[t] - m0.predict_proba(X[t])[:, 1]          # offered: what happened minus what would have without
         d0 = m1.predict_proba(X[~t])[:, 1] - y[~t]         # not offered: what would have with the offer minus what happened
         effect_models = (lgb.LGBMRegressor(**params).fit(X[t], d1), lgb.LGBMRegressor(**params).fit(X[~t], d0))
     elif learner == "dr":
-        e = t.mean()                                        # randomised: the propensity is the assignment share
-        mu1, mu0 = np.zeros(len(y)), np.zeros(len(y))
-        fold = np.random.default_rng(seed).integers(0, folds, len(y))
-        for k in range(folds):
-            tr, te = fold != k, fold == k
-            mu1[te] = lgb.LGBMClassifier(**params).fit(X[tr & t], y[tr & t]).predict_proba(X[te])[:, 1]
-            mu0[te] = lgb.LGBMClassifier(**params).fit(X[tr & ~t], y[tr & ~t]).predict_proba(X[te])[:, 1]
-        pseudo = mu1 - mu0 + t * (y - mu1) / e - (~t) * (y - mu0) / (1 - e)
+        mu1, mu0, _ = _arm_models(X, y, t, params, folds, seed)
+        pseudo = _dr(y, t, mu1, mu0, e)
         effect_models = (lgb.LGBMRegressor(**{**params, "min_child_samples": 200}).fit(X, pseudo),)
-    return Uplift(m1, m0, list(features), cats, effect_models)
+    elif learner == "scaled":
+        nuisance = {**params, "n_estimators": 150}
+        mu1, mu0, m = _arm_models(X, y, t, nuisance, folds, seed)
+        pseudo = _dr(y, t, mu1, mu0, e)
+        spec = _design_spec(X, list(features), cats)
+        B = _scaled_design(X, m, spec)
+        cv = np.random.default_rng(seed + 1).integers(0, 5, len(y))
+        loss = [sum(float(((pseudo[cv == k] - B[cv == k] @ _ridge(B[cv != k], pseudo[cv != k], lam)) ** 2).sum())
+                    for k in range(5)) for lam in RIDGE_GRID]
+        lam = RIDGE_GRID[int(np.argmin(loss))]
+        scaled = {"risk_model": lgb.LGBMClassifier(**nuisance).fit(X, y), "design": spec, "coef": _ridge(B, pseudo, lam),
+                  "penalty": lam}
+    elif learner == "forest":
+        from econml.dml import CausalForestDML
+        from sklearn.dummy import DummyClassifier
+        forest = CausalForestDML(model_y=lgb.LGBMClassifier(**{**params, "n_estimators": 150}),
+                                 model_t=DummyClassifier(strategy="prior"),     # randomised: the share is the propensity
+                                 discrete_outcome=True, discrete_treatment=True, n_estimators=200, min_samples_leaf=100,
+                                 max_depth=6, cv=folds, random_state=seed, n_jobs=1)
+        forest.fit(y, t.astype(int), X=np.nan_to_num(X))
+    return Uplift(m1, m0, list(features), cats, effect_models, e, scaled, forest)
 
 
 def qini(score: np.ndarray, churned: np.ndarray, treated: np.ndarray, *, points: int = 101) -> dict:
@@ -206,10 +310,161 @@ def qini(score: np.ndarray, churned: np.ndarray, treated: np.ndarray, *, points:
             "total_kept": float(kept[-1]), "frac_all": frac}
 
 
-def target(benefit: np.ndarray, value: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """Whom to make the offer: expected value = churn avoided (benefit, probability) x customer value - cost > 0."""
-    ev = np.asarray(benefit, float) * np.asarray(value, float) - np.asarray(cost, float)
-    return ev > 0
+@dataclass
+class Calibration:
+    """Predicted uplift mapped to the average effect it really has: effect = intercept + slope x score (+ value_slope x z).
+
+    Fitted (`calibrate`) on held-out doubly robust pseudo-outcomes, so an overconfident uplift
+    model is shrunk towards the average effect (slope < 1) and a model that ranks no better than
+    chance leaves only the average effect (slope 0: never clipped below, so a held-out reversal
+    cannot turn the ranking upside down), capped at 1 (calibration only shrinks: a noisy held-out
+    slope above 1 would stretch the model's own spread). Calibrated with values, ``z`` is the
+    customer's standardised log value: a plan picks valuable customers, so the effect is calibrated
+    for them too. `cov`: covariance of (intercept, slope, value_slope).
+    """
+
+    intercept: float
+    slope: float
+    cov: np.ndarray
+    value_slope: float = 0.0
+    value_center: float | None = None
+    value_scale: float = 1.0
+
+    def _design(self, score, value) -> np.ndarray:
+        score = np.asarray(score, float)
+        if self.value_center is None:
+            z = np.zeros(len(score))
+        elif value is None:
+            raise ValueError("this calibration depends on the customer's value: pass `value`")
+        else:
+            z = (np.log(np.asarray(value, float)) - self.value_center) / self.value_scale
+        return np.column_stack([np.ones(len(score)), score, z])
+
+    def predict(self, score, value=None) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated effect, its standard error) per score (and value, when calibrated with values)."""
+        B = self._design(score, value)
+        return B @ np.array([self.intercept, self.slope, self.value_slope]), np.sqrt(np.einsum("ij,jk,ik->i", B, self.cov, B))
+
+
+def calibrate(score, pseudo, *, value=None) -> Calibration:
+    """Calibrate uplift scores against doubly robust pseudo-outcomes of the same (held-out) customers (OLS, robust covariance).
+
+    With `value` (each customer's worth), the log value is a second regressor: an offer that helps
+    the valuable customers least is not credited with the average effect for them.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> effect = rng.normal(-0.02, 0.02, 20_000)
+    >>> pseudo = effect + rng.normal(0, 0.5, 20_000)          # unbiased but noisy, like DR pseudo-outcomes
+    >>> c = calibrate(3 * effect, pseudo)                      # an overconfident score: 3x the true spread
+    >>> 0.15 < c.slope < 0.55                                  # shrunk by about a third
+    True
+    """
+    s, y = np.asarray(score, float), np.asarray(pseudo, float)
+    center, scale = None, 1.0
+    z = np.zeros(len(s))
+    if value is not None:
+        lv = np.log(np.asarray(value, float))
+        center, scale = float(lv.mean()), float(lv.std()) or 1.0
+        z = (lv - center) / scale
+    cols = [0, 1, 2] if value is not None else [0, 1]
+    B = np.column_stack([np.ones(len(s)), s, z])
+    offset = np.zeros(len(s))
+    coef = np.zeros(3)
+    coef[cols] = np.linalg.lstsq(B[:, cols], y, rcond=None)[0]
+    if coef[1] <= 0 or coef[1] > 1:                          # no usable ranking (slope 0), or never stretched (slope 1)
+        fixed = 0.0 if coef[1] <= 0 else 1.0
+        offset = fixed * s
+        cols = [c for c in cols if c != 1]
+        coef = np.zeros(3)
+        coef[cols] = np.linalg.lstsq(B[:, cols], y - offset, rcond=None)[0]
+        coef[1] = fixed
+    X = B[:, cols]
+    r = y - offset - X @ coef[cols]
+    bread = np.linalg.inv(X.T @ X)
+    cov = np.zeros((3, 3))
+    cov[np.ix_(cols, cols)] = bread @ (X.T * r ** 2) @ X @ bread * len(y) / max(len(y) - len(cols), 1)
+    return Calibration(float(coef[0]), float(coef[1]), cov, float(coef[2]), center, scale)
+
+
+OFFER_TERMS = {"service_call": 15.0, "promise_followup": 8.0, "goodwill_credit": 10.0, "discount": "20% of 3 months' price"}
+
+
+def offer_cost(offer: str, monthly_price, *, realized=None, treated=None) -> np.ndarray:
+    """Expected cost of making `offer` to each customer, as known before targeting: its terms x the abuse seen in the campaign.
+
+    Terms (`OFFER_TERMS`): a call 15, a follow-up 8, a goodwill credit 10 (no proof asked), a discount
+    20% of 3 months of `monthly_price`. With `realized` (what each offer really cost, known for the
+    offered customers only) and `treated`, the terms are scaled by realized / terms among the offered:
+    a goodwill credit that some customers claim again and again costs more than its face value, and
+    that is priced in like any other cost.
+
+    Examples
+    --------
+    >>> offer_cost("goodwill_credit", [20.0, 90.0, 45.0, 45.0], realized=[10.0, 40.0, 10.0, 0.0], treated=[True, True, True, False]).tolist()
+    [20.0, 20.0, 20.0, 20.0]
+    """
+    price = np.asarray(monthly_price, float)
+    if offer not in OFFER_TERMS:
+        raise ValueError(f"offer must be one of {sorted(OFFER_TERMS)}, got {offer!r}")
+    terms = 0.2 * 3 * price if offer == "discount" else np.full(len(price), float(OFFER_TERMS[offer]))
+    if realized is None:
+        return terms
+    realized, treated = np.asarray(realized, float), np.asarray(treated, bool)
+    if not (len(realized) == len(treated) == len(price)) or not treated.any():
+        raise ValueError("offer_cost needs realized costs and arms for the same customers as monthly_price, some offered")
+    return terms * realized[treated].mean() / terms[treated].mean()
+
+
+def target(benefit, value, cost, *, se=None, confidence: float = 0.8) -> np.ndarray:
+    """Whom to make the offer: expected value = churn avoided (benefit, probability) x customer value - cost > 0.
+
+    With `se` (the benefit's standard error, e.g. from `Calibration.predict`), only where the
+    one-sided `confidence` lower bound of the benefit still pays for the offer (0.8: four to one that it pays).
+    """
+    b = np.asarray(benefit, float)
+    if se is not None:
+        from scipy.stats import norm
+        b = b - norm.ppf(confidence) * np.asarray(se, float)
+    return b * np.asarray(value, float) - np.asarray(cost, float) > 0
+
+
+def plan(benefit, value, cost, *, se=None, confidence: float = 0.8, pseudo=None) -> dict:
+    """A targeting plan with its message: who (`target`), how many, and the expected money net of cost.
+
+    'target' (mask), 'offers', 'expected_money' (calibrated benefit x value - cost over the targeted),
+    'message'. When nobody is targeted the message says so plainly instead of offering a fixed number.
+    With `pseudo` (held-out doubly robust effects of the same customers) also 'estimated_money' and its
+    95% interval, read from the outcomes rather than from the model; if that estimate is not positive
+    the plan is withdrawn (no offers) and the message says why.
+
+    Examples
+    --------
+    >>> plan([0.01, 0.02], [100.0, 100.0], [5.0, 5.0])["message"]
+    "no customer's expected saving covers the offer's cost (at 80% confidence): make no offer"
+    """
+    pick = target(benefit, value, cost, se=se, confidence=confidence)
+    b, v, c = (np.asarray(a, float) for a in (benefit, value, cost))
+    out = {"target": pick, "offers": int(pick.sum()), "expected_money": float((b * v - c)[pick].sum())}
+    message = None
+    if pseudo is not None and pick.any():
+        g = (-np.asarray(pseudo, float) * v - c)[pick]
+        se_sum = float(np.sqrt(len(g) * g.var(ddof=1))) if len(g) > 1 else 0.0
+        out["estimated_money"] = float(g.sum())
+        out["estimated_ci"] = (float(g.sum() - 1.959964 * se_sum), float(g.sum() + 1.959964 * se_sum))
+        if out["estimated_money"] <= 0:                     # the outcomes of those customers do not show a saving
+            message = (f"the {int(pick.sum())} customers the model would pick show no saving in held-out outcomes "
+                       f"(estimated {out['estimated_money']:,.0f} [{out['estimated_ci'][0]:,.0f}, {out['estimated_ci'][1]:,.0f}]): "
+                       "make no offer")
+            out.update(target=np.zeros(len(pick), bool), offers=0, expected_money=0.0)
+    if message is None and not out["offers"]:
+        message = f"no customer's expected saving covers the offer's cost (at {confidence:.0%} confidence): make no offer"
+    held = (f"; held-out outcomes of those customers: {out['estimated_money']:,.0f} [{out['estimated_ci'][0]:,.0f}, "
+            f"{out['estimated_ci'][1]:,.0f}]") if "estimated_money" in out else ""
+    out["message"] = message or (f"offer to {out['offers']} of {len(pick)} customers, whose expected saving covers the cost "
+                                 f"(at {confidence:.0%} confidence): expected {out['expected_money']:,.0f} net of cost{held}")
+    return out
 
 
 def with_traits(rows: pl.DataFrame, events: pl.DataFrame, *, id_column: str = "customer_id") -> tuple[pl.DataFrame, list[str]]:
@@ -225,19 +480,14 @@ def with_traits(rows: pl.DataFrame, events: pl.DataFrame, *, id_column: str = "c
     return rows, names
 
 
-def simulated_campaign(campaign, *, n_customers: int = 20_000, n_months: int = 24, seed: int = 0, horizon_months: int = 3,
-                       value_months: float = 12.0, learner: str = "x", traits: bool = True) -> dict:
-    """Run `campaign` (a `simulator.Campaign`) in the simulator and read it as a retention team would, then check with truth.
+def simulated_rows(campaign, *, n_customers: int = 20_000, n_months: int = 24, seed: int = 0, horizon_months: int = 3,
+                   value_months: float = 12.0, traits: bool = True) -> tuple[pl.DataFrame, list[str]]:
+    """Run `campaign` (a `simulator.Campaign`) in the simulator: its customers' rows as a retention team sees them, plus the truth.
 
-    Every customer is scored by an uplift model fitted on the other half (2-fold cross-fitting), so
-    all are held out once. Returns 'analysis' (`analyse` on the campaign's customers), 'true_ate',
-    'qini_model' and 'qini_oracle' (the uplift model's ranking vs ranking by the true effect),
-    'spearman_truth' (uplift model vs true effects, per customer), 'money' (valued with the true
-    effects: persuadables targeted by expected value net of cost, the same number of riskiest
-    customers, everyone, and the oracle's choice), 'rows' (the campaign's customers with the truth
-    joined) and 'harmful_share' (true effect > 0).
-    A kept customer is worth `value_months` months of their price. The uplift model (`learner`, see
-    `fit_uplift`) sees the pre-campaign features and, with `traits`, each lever's revealed traits (`with_traits`).
+    Returns (rows, features): `campaign_rows` with ``value`` (`value_months` of the customer's price)
+    and the simulator's truth joined (``effect``, the true individual effect, and ``cost``, what the
+    offer really cost, abuse included), and the observed features an uplift model may use
+    (with `traits`, each lever's revealed traits too, `with_traits`). Truth columns are for checking only.
     """
     import datetime as dt
 
@@ -251,39 +501,74 @@ def simulated_campaign(campaign, *, n_customers: int = 20_000, n_months: int = 2
                          horizon_months=horizon_months)
     truth = campaign_effects(n_customers, n_months, seed, campaign, horizon_months=horizon_months)
     # customers who left during the campaign month are gone before the offer can act: true effect 0
-    rows = rows.join(truth.select("customer_id", "effect", "cost", "monthly_price"), on="customer_id", how="left").with_columns(
+    # a kept customer's value: `value_months` of the price the team sees (the feature ``monthly_price``)
+    rows = rows.join(truth.select("customer_id", "effect", "cost"), on="customer_id", how="left").with_columns(
         pl.col("effect").fill_null(0.0), pl.col("cost").fill_null(float(truth["cost"].mean())),
         value=pl.col("monthly_price").fill_null(pl.col("monthly_price").mean()) * value_months)
     features = list(table.registry.names)
     if traits:
         rows, extra = with_traits(rows, world.events)
         features += extra
-    # cross-fitted: each customer is scored by the model fitted on the other fold, so every customer is
-    # held out once and all of them are compared (less noise than one held-out half)
+    return rows, features
+
+
+def simulated_campaign(campaign, *, n_customers: int = 20_000, n_months: int = 24, seed: int = 0, horizon_months: int = 3,
+                       value_months: float = 12.0, learner: str = "scaled", traits: bool = True, confidence: float = 0.8,
+                       rows: tuple[pl.DataFrame, list[str]] | None = None, value_calibration: bool = True) -> dict:
+    """Run `campaign` (a `simulator.Campaign`) in the simulator and read it as a retention team would, then check with truth.
+
+    Every customer is scored by an uplift model (`learner`, see `fit_uplift`) fitted on the other
+    half (2-fold cross-fitting), and the scores are calibrated (`calibrate`) on the other half's
+    held-out DR pseudo-outcomes, so every number is held out. The plan (`plan`) targets customers
+    whose calibrated saving covers the offer's expected cost (`offer_cost`: its terms x the abuse
+    seen among the offered) at `confidence`. Returns 'analysis' (`analyse`), 'true_ate', 'qini_model'
+    and 'qini_oracle' (the model's ranking vs the true effects'), 'spearman_truth' (model vs true
+    effects per customer), 'plan', 'calibration' (slope per fold), 'money' (valued with the true
+    effects and true costs: the plan, the raw uncalibrated scores, the riskiest customers in the
+    same number and a fixed 20%, everyone, and the oracle), 'rows' (truth joined), 'harmful_share'.
+    `rows`: a `simulated_rows` result to reuse (the simulation is the slow part). `value_calibration`:
+    calibrate on the score and the customer's value (see `calibrate`), not the score alone.
+    """
+    rows, features = rows if rows is not None else simulated_rows(
+        campaign, n_customers=n_customers, n_months=n_months, seed=seed, horizon_months=horizon_months,
+        value_months=value_months, traits=traits)
     fold = np.random.default_rng(seed).random(rows.height) < 0.5
-    benefit, p0 = np.zeros(rows.height), np.zeros(rows.height)
+    tau, p0, pseudo = np.zeros(rows.height), np.zeros(rows.height), np.zeros(rows.height)
     models = []
     for k in (False, True):
         up = fit_uplift(rows.filter(pl.Series(fold != k)), features, seed=seed, learner=learner)
         test = rows.filter(pl.Series(fold == k))
-        benefit[fold == k] = -up.predict(test)
-        p0[fold == k] = up.churn(test)[1]
+        tau[fold == k], p0[fold == k] = up.predict(test), up.churn(test)[1]
+        pseudo[fold == k] = up.pseudo_outcomes(test)
         models.append(up)
+    value = rows["value"].to_numpy()
+    effect, se, slopes = np.zeros(rows.height), np.zeros(rows.height), []
+    for k in (False, True):                                 # calibrate each half on the other half's held-out scores
+        cal = calibrate(tau[fold != k], pseudo[fold != k], value=value[fold != k] if value_calibration else None)
+        effect[fold == k], se[fold == k] = cal.predict(tau[fold == k], value[fold == k])
+        slopes.append(cal.slope)
     y, t = rows["churned"].to_numpy(), rows["treated"].to_numpy()
-    value, cost, eff = rows["value"].to_numpy(), rows["cost"].to_numpy(), rows["effect"].to_numpy()
-    gain = -eff * value - cost
-    pick = target(benefit, value, cost)
-    risky = np.zeros(rows.height, bool)
-    risky[np.argsort(-p0, kind="stable")[:int(pick.sum())]] = True
-    plans = {"persuadables (uplift, net of cost)": pick, "riskiest (same number)": risky,
+    eff = rows["effect"].to_numpy()
+    cost = offer_cost(campaign.offer, rows["monthly_price"].to_numpy(), realized=rows["cost"].to_numpy(), treated=t)
+    gain = -eff * value - rows["cost"].to_numpy()          # the truth: churn avoided x value - what the offer really cost
+    chosen = plan(-effect, value, cost, se=se, confidence=confidence, pseudo=pseudo)
+    pick = chosen["target"]
+    by_risk = np.argsort(-p0, kind="stable")
+    risky, risky20 = np.zeros(rows.height, bool), np.zeros(rows.height, bool)
+    risky[by_risk[:int(pick.sum())]] = True
+    risky20[by_risk[:rows.height // 5]] = True
+    plans = {"persuadables (calibrated, net of cost)": pick, "uplift scores as they are (EV > 0)": target(-tau, value, cost),
+             "riskiest (same number)": risky, "riskiest 20%": risky20,
              "everyone": np.ones(rows.height, bool), "oracle (true effects)": gain > 0}
     money = pl.DataFrame({"targeting": list(plans), "offers": [int(v.sum()) for v in plans.values()],
                           "money": [float(gain[v].sum()) for v in plans.values()],
                           "churners_kept": [float(-eff[v].sum()) for v in plans.values()]})
     from scipy.stats import spearmanr
     return {"analysis": analyse(rows), "true_ate": float(rows["effect"].mean()), "rows": rows, "uplift": models[0],
-            "qini_model": qini(benefit, y, t), "qini_oracle": qini(-eff, y, t), "money": money,
-            "spearman_truth": float(spearmanr(benefit, -eff).statistic),
+            "qini_model": qini(-tau, y, t), "qini_oracle": qini(-eff, y, t), "money": money, "plan": chosen,
+            "calibration": {"slopes": slopes, "expected_cost": float(cost.mean()), "cost_terms": float(
+                offer_cost(campaign.offer, rows["monthly_price"].to_numpy()).mean())},
+            "spearman_truth": float(spearmanr(-tau, -eff).statistic),
             "harmful_share": float((rows["effect"] > 0).mean()), "held_out": rows.height}
 
 

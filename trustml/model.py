@@ -167,10 +167,11 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         lin = getattr(self, "linear_", None)
         if lin is None:
             return np.zeros(Xm.shape), 0.0
-        cols, coef = np.asarray(lin["columns"], dtype=int), np.asarray(lin["coef"])
+        D, owner = _linear_design(lin, Xm)
+        coef, mean = np.asarray(lin["coef"]), np.asarray(lin["mean"])
         out = np.zeros(Xm.shape)
-        out[:, cols] = (_filled(Xm[:, cols], lin["fill"]) - np.asarray(lin["mean"])) * coef
-        return out, float(lin["intercept"] + coef @ np.asarray(lin["mean"]))
+        np.add.at(out.T, owner, ((D - mean) * coef).T)   # a categorical column's value: the sum over its levels
+        return out, float(lin["intercept"] + coef @ mean)
 
     def decision_function(self, X) -> np.ndarray:
         """Raw log-odds of churn (what the SHAP values add up to): the linear base, if any, plus the trees."""
@@ -209,24 +210,47 @@ def _filled(X: np.ndarray, fill) -> np.ndarray:
 
 
 def fit_linear_base(Xm: np.ndarray, y: np.ndarray, categorical: list[int]) -> dict:
-    """A ridge-penalised logistic regression on the numeric columns (missing values -> training median),
-    as plain JSON-ready lists: the linear base that trees boost from (see `ChurnModel(linear_base=True)`)."""
-    cols = [j for j in range(Xm.shape[1]) if j not in set(categorical)]
+    """A ridge-penalised logistic regression, as plain JSON-ready lists: the linear base that trees boost from
+    (see `ChurnModel(linear_base=True)`). Numeric columns enter as they are (missing values -> training median),
+    each categorical column as one indicator per level seen in training (a missing or unseen level: none).
+
+    >>> X = np.array([[0.0, 0], [1.0, 1], [2.0, 2], [np.nan, 1], [3.0, 0], [1.5, 2]])
+    >>> lin = fit_linear_base(X, np.array([0, 1, 1, 0, 1, 0]), categorical=[1])
+    >>> lin["columns"], lin["onehot"], len(lin["coef"])
+    ([0], [[1, 3]], 4)
+    """
+    cat = set(categorical)
+    cols = [j for j in range(Xm.shape[1]) if j not in cat]
     X = Xm[:, cols]
     with np.errstate(all="ignore"):
         fill = np.nan_to_num(np.nanmedian(X, axis=0)) if X.size else np.zeros(0)
-    Xf = _filled(X, fill)
-    mean, sd = Xf.mean(axis=0), Xf.std(axis=0)
+    onehot = []
+    for j in sorted(cat):
+        codes = Xm[:, j][~np.isnan(Xm[:, j])]
+        if codes.size:
+            onehot.append([j, int(codes.max()) + 1])
+    lin = {"columns": cols, "fill": fill.tolist(), "onehot": onehot}
+    D, _ = _linear_design(lin, Xm)
+    mean, sd = D.mean(axis=0), D.std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
-    lr = LogisticRegression(C=1.0, max_iter=2000).fit((Xf - mean) / sd, y)
+    lr = LogisticRegression(C=1.0, max_iter=2000).fit((D - mean) / sd, y)
     coef = lr.coef_[0] / sd
-    return {"columns": cols, "fill": fill.tolist(), "mean": mean.tolist(), "coef": coef.tolist(),
-            "intercept": float(lr.intercept_[0] - coef @ mean)}
+    return {**lin, "mean": mean.tolist(), "coef": coef.tolist(), "intercept": float(lr.intercept_[0] - coef @ mean)}
+
+
+def _linear_design(lin: dict, Xm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The linear base's inputs (numeric columns filled, then one indicator per categorical level) and, per
+    input, the column of `Xm` it comes from (a level's SHAP value belongs to its column)."""
+    parts = [_filled(Xm[:, np.asarray(lin["columns"], dtype=int)], lin["fill"])]
+    owner = list(lin["columns"])
+    for j, levels in lin.get("onehot", []):   # models saved before categoricals entered the base have none
+        parts.append((Xm[:, [j]] == np.arange(levels)[None, :]).astype(float))
+        owner += [j] * levels
+    return np.column_stack(parts) if parts else np.empty((Xm.shape[0], 0)), np.asarray(owner, dtype=int)
 
 
 def linear_score(lin: dict, Xm: np.ndarray) -> np.ndarray:
-    cols = np.asarray(lin["columns"], dtype=int)
-    return lin["intercept"] + _filled(Xm[:, cols], lin["fill"]) @ np.asarray(lin["coef"])
+    return lin["intercept"] + _linear_design(lin, Xm)[0] @ np.asarray(lin["coef"])
 
 
 # Platt scaling needs two parameters; an isotonic step function needs many churners per step, or it
