@@ -58,7 +58,7 @@ seconds = time.perf_counter() - t0
 with pl.Config(tbl_hide_dataframe_shape=True, tbl_width_chars=200, tbl_cols=20, float_precision=3):
     cols = ["lever", "causal_points", "ci_low_points", "ci_high_points", "true_points", "rel_error", "truth_in_ci", "spearman",
             "oracle_fit_points", "oracle_fit_r2",
-            "share_extreme_propensity", "exposure_r2"]
+            "share_extreme_propensity", "share_extreme_dose", "exposure_r2"]
     print(result.select(cols + [c for c in ("no_traits_points", "no_traits_rel_error") if c in result.columns]))
     for r in result.filter(pl.col("diagnosis") != "").iter_rows(named=True):
         print(f"{r['lever']}: {r['diagnosis']}")

@@ -13,6 +13,7 @@ from trustml.causal import (
     controls_for,
     exposures,
     lever_effect,
+    lever_traits,
     load_effects,
     revealed_traits,
     save_effects,
@@ -46,13 +47,52 @@ def test_exposures_are_point_in_time_recency_weighted_and_transformed_by_the_pol
     m = exposures(frame, ev, CAUSAL_LEVERS["respect_for_time"])
     # B's 1st contact of April is kept by a cap of one; the 2nd and 3rd (ignored) and 4th (ignored) count
     assert m["observed_0"][1] == 0 and m["observed_1"][1] > 0 and m["observed_3"][1] > 0 and m["policy"][1] == 0
-    # revealed tolerance: B engaged with the 1st contact of April, ignored the 2nd-4th; A had no contact (unknown, null)
-    r = revealed_traits(frame, ev, CAUSAL_LEVERS["respect_for_time"])
-    assert r.row(1, named=True) == {"customer_id": "B", "snapshot_date": dt.date(2024, 4, 30), "revealed_welcome_rank1": 1.0,
-                                    "revealed_welcome_rank2": 0.0, "revealed_welcome_rank3": 0.0, "revealed_welcome_rank4": 0.0}
-    assert r.row(0)[2:] == (None, None, None, None)
-    assert revealed_traits(frame.with_columns(snapshot_date=pl.lit(dt.date(2024, 4, 2))), ev, CAUSAL_LEVERS["respect_for_time"]
-                           ).row(1)[2:] == (1.0, None, None, None)   # point in time: the 2nd contact (Apr 2) is not seen yet
+    # revealed tolerance, from complete months only: B engaged with 1 of April's 4 contacts; March's single contact
+    # counts as a month with contact but not towards the busy-month share; A had no contact (unknown, null)
+    ev2 = pl.concat([ev, _events([("B", d(2024, 3, 10), "marketing_contact", 1.0)])])
+    may = frame.with_columns(snapshot_date=pl.lit(dt.date(2024, 5, 1)))
+    r = revealed_traits(may, ev2, CAUSAL_LEVERS["respect_for_time"])
+    assert r.row(1, named=True) == {"customer_id": "B", "snapshot_date": dt.date(2024, 5, 1),
+                                    "revealed_multi_contact_engagement": 0.25, "revealed_contact_months": 2.0}
+    assert r.row(0)[2:] == (None, 0.0)
+    # point in time: on April 30 April is not over (its count could still grow): only March is seen
+    assert revealed_traits(frame, ev2, CAUSAL_LEVERS["respect_for_time"]).row(1)[2:] == (None, 1.0)
+
+
+def test_no_exposure_or_trait_sees_the_snapshot_date_or_later(world):
+    """Leakage invariant: every exposure and trait at date d is the same when events from d on are deleted (d mid-month too)."""
+    ids = world.customers["customer_id"].head(600)
+    ev = world.events.filter(pl.col("customer_id").is_in(ids.implode()))
+    for day in (dt.date(2024, 9, 1), dt.date(2024, 9, 17)):
+        frame = pl.DataFrame({"customer_id": ids, "snapshot_date": [day] * len(ids)})
+        past = ev.filter(pl.col("timestamp") < pl.lit(day).cast(pl.Datetime("us")))
+        assert past.height < ev.height
+        assert lever_traits(frame, past, levers=list(CAUSAL_LEVERS)).equals(lever_traits(frame, ev, levers=list(CAUSAL_LEVERS)))
+        for lever in CAUSAL_LEVERS.values():
+            assert exposures(frame, past, lever).equals(exposures(frame, ev, lever))
+    # event types as plain strings (a user's own log) give the same answers as the Enum
+    as_text = ev.with_columns(pl.col("event_type").cast(pl.String))
+    assert exposures(frame, as_text, CAUSAL_LEVERS["service_quality"]).equals(exposures(frame, ev, CAUSAL_LEVERS["service_quality"]))
+
+
+def test_contact_traits_do_not_encode_the_contacts_the_policy_removes(world):
+    """A control computed from the treated events must not be the treatment: months with any contact are the same after a
+    cap of one contact a month, and the busy-month engagement share does not depend on how many contacts came."""
+    lever = CAUSAL_LEVERS["respect_for_time"]
+    ids = world.customers["customer_id"].head(800)
+    ev = world.events.filter(pl.col("customer_id").is_in(ids.implode()))
+    mkt = pl.col("event_type").cast(pl.String) == "marketing_contact"
+    first = pl.int_range(pl.len()).over("customer_id", pl.col("timestamp").dt.truncate("1mo"), order_by="timestamp") == 0
+    capped = pl.concat([ev.filter(~mkt), ev.filter(mkt).filter(first)])
+    frame = pl.DataFrame({"customer_id": ids, "snapshot_date": [dt.date(2025, 5, 1)] * len(ids)})
+    seen, after = revealed_traits(frame, ev, lever), revealed_traits(frame, capped, lever)
+    assert seen["revealed_contact_months"].sum() > 0
+    assert seen["revealed_contact_months"].equals(after["revealed_contact_months"])
+    assert (exposures(frame, capped, lever)["observed"] == 0).all()
+    # doubling every busy month's contacts with the same engagement pattern leaves the share as it was
+    busy = ev.filter(mkt).filter(pl.len().over("customer_id", pl.col("timestamp").dt.truncate("1mo")) >= 2)
+    twice = pl.concat([ev, busy.with_columns(pl.col("timestamp") + pl.duration(seconds=1))])
+    assert seen["revealed_multi_contact_engagement"].equals(revealed_traits(frame, twice, lever)["revealed_multi_contact_engagement"])
 
 
 def test_controls_leave_out_what_the_policy_changes_and_mediators(table):
@@ -130,7 +170,7 @@ def test_effects_round_trip_without_pickle(tmp_path, table, world, promises_effe
     rows = table.labelled()
     contact = lever_effect(rows.filter(pl.col("snapshot_date") >= pl.col("snapshot_date").max() - pl.duration(days=200)),
                            world.events, table.registry, "respect_for_time")
-    assert any("__revealed_welcome" in c for c in contact.controls) and any("__revealed_volume" in c for c in contact.controls)
+    assert any("__revealed_multi_contact_engagement" in c for c in contact.controls) and any("__revealed_volume" in c for c in contact.controls)
     effects = {"promises": promises_effect, "respect_for_time": contact}
     folder = save_effects(effects, tmp_path / "effects")
     assert not [p for p in folder.iterdir() if p.suffix not in (".json", ".parquet", ".txt")]

@@ -470,8 +470,8 @@ def plan(benefit, value, cost, *, se=None, confidence: float = 0.8, pseudo=None)
 def with_traits(rows: pl.DataFrame, events: pl.DataFrame, *, id_column: str = "customer_id") -> tuple[pl.DataFrame, list[str]]:
     """`rows` with each causal lever's revealed per-customer traits added (see `causal.revealed_traits`), and their names.
 
-    E.g. the share of 2nd, 3rd, 4th+ contacts of a month the customer engaged with: who welcomes
-    contact and who is pushed away by it, the heterogeneity a contacting offer meets.
+    E.g. the share of contacts engaged with in months of 2+ contacts, and the months with any contact: who
+    welcomes contact and who is pushed away by it, the heterogeneity a contacting offer meets.
     """
     from trustml.causal import lever_traits
     tr = lever_traits(rows, events, id_column=id_column).drop(id_column, "snapshot_date")

@@ -20,16 +20,26 @@ beyond the first in a calendar month; no price change unannounced). With a parti
 ``tau_i = theta(x_i) . (T_policy,i - T_i)`` and the average effect is the mean of ``tau_i`` over
 the rows. Assumptions: no unobserved confounding given the controls (every feature except the
 lever's own and its known mediators: referrals, CSAT, reopened tickets; plus every lever's
-*revealed traits*, `lever_traits`: e.g. which contacts of a month the customer engages with, how
-many tickets and promises they had), overlap (the exposure is not a deterministic function of the
+*revealed traits*, `lever_traits`: e.g. how often the customer engages with a contact in busy
+months, how many tickets and promises they had), overlap (the exposure is not a deterministic function of the
 controls; `overlap` measures it), and effects linear in the exposure for one customer.
 
 Survivor selection: the rows are customers still active at ``d``. Customers contacted a lot who
 stayed are those who tolerate contact, so among survivors heavy exposure goes with a hidden trait
 that lowers churn, and the features alone make the lever look weaker than it is. The revealed
 traits measure such traits from the customer's own behaviour (a contact-averse customer ignores
-the 2nd contact of a month), which is what corrects it (`lever_effect(..., traits=False)` shows
-the estimate without them).
+extra contacts), which is what corrects it (`lever_effect(..., traits=False)` shows the estimate
+without them).
+
+A revealed trait must not encode the treatment itself. Traits are computed from the very events
+the policy changes (tolerance shows only when contacts exceed it), so a trait that moves with *how
+many* contacts came is a bad control: e.g. an engagement share per time rank of the month (1st,
+2nd, .. 4th) is null or not, and shifts, with the month's count (the 4th contact of a month exists
+only where 4 came), so conditioning on it absorbs the realised exposure and leaves residual
+variation that survivor selection distorts (on the simulator respect for time came out far too
+large; `benchmarks/causal_truth.py`). The traits here are count-free (one share over all contacts in months
+of 2+ contacts) or invariant under the policy (months with any contact), and use only calendar
+months that ended by the snapshot date.
 
 Estimator: EconML's `LinearDML` residualises churn and the exposure on the controls with LightGBM
 (one thread, seeded), cross-fitted with folds grouped by customer (no customer in two folds). The
@@ -95,14 +105,23 @@ class CausalLever:
     policy: dict = field(default_factory=dict)
     mediators: tuple[str, ...] = ("referral_given",)
     unit: str = "events (recency-weighted)"
-    # revealed traits: (name, numerator, denominator) expressions of the same event columns, giving per-customer
-    # rates over the window (unweighted) used as extra controls, e.g. the share of 2nd+ contacts of a month the
-    # customer engaged with: what they welcome, revealed by their own behaviour (null when never seen)
-    revealed: Callable[[], list[tuple[str, pl.Expr, pl.Expr]]] = field(default=lambda: [])
+    # revealed traits: (name, numerator, denominator) expressions of the same event columns (and ``month_count``),
+    # giving per-customer rates over the window's complete months (unweighted; a denominator of None: the plain
+    # count) used as extra controls, e.g. the share of contacts in busy months the customer engaged with: what they
+    # welcome, revealed by their own behaviour (null when never seen). They must not encode the exposure's amount
+    revealed: Callable[[], list[tuple[str, pl.Expr, pl.Expr | None]]] = field(default=lambda: [])
     # event types the policy does not change whose recency-weighted count (same weights as the exposure) is a
     # control: how much of the lever's situation the customer had (tickets, promises made, price changes), so
     # the exposure's coefficient compares customers with as many tickets, but handled differently
     volume: tuple[str, ...] = ()
+
+
+def _multi() -> pl.Expr:
+    return (pl.col("month_count") >= 2).cast(pl.Float64)
+
+
+def _engaged() -> pl.Expr:
+    return pl.col("value").fill_null(0).cast(pl.Float64)
 
 
 CAUSAL_LEVERS: dict[str, CausalLever] = {
@@ -125,9 +144,12 @@ CAUSAL_LEVERS: dict[str, CausalLever] = {
         lambda: [pl.lit(0.0)] * 4,
         ("marketing_contact", "marketing_engagement"), "at most one marketing contact a month",
         {"max_marketing_per_month": 1}, unit="2nd-3rd and 4th+ contacts of a month, engaged / ignored (recency-weighted)",
-        revealed=lambda: [(f"welcome_rank{lo}", ((pl.col("month_rank") >= lo) & (pl.col("month_rank") <= hi)).cast(pl.Float64)
-                           * pl.col("value").fill_null(0), ((pl.col("month_rank") >= lo) & (pl.col("month_rank") <= hi)).cast(pl.Float64))
-                          for lo, hi in ((1, 1), (2, 2), (3, 3), (4, 99))]),
+        # traits that do not encode how many contacts came (that is the treatment itself: a share per time rank or per
+        # month count is null or not, and shifts, with the counts): the share of contacts engaged with in months of 2+
+        # contacts (tolerance: the contact-averse ignore extra contacts), and the months with any contact (the
+        # contact rate as the policy leaves it: a cap keeps each month's first contact)
+        revealed=lambda: [("multi_contact_engagement", _multi() * _engaged(), _multi()),
+                          ("contact_months", (pl.col("month_rank") == 1).cast(pl.Float64), None)]),
     "transparency": CausalLever(
         "transparency", ("price_change_unannounced",), lambda: [pl.lit(1.0)], lambda: [pl.lit(0.0)],
         ("price_change_unannounced", "price_change_announced"), "announce every price change",
@@ -164,20 +186,23 @@ def revealed_traits(frame: pl.DataFrame, events: pl.DataFrame, lever: CausalLeve
                     window_days: int = 365, id_column: str = "customer_id") -> pl.DataFrame:
     """The lever's own extra controls per row: revealed per-customer traits and the volume of its situation.
 
-    ``revealed_<name>``: unweighted rates over the lever's events strictly before the snapshot date
-    within `window_days` (e.g. the share of 2nd contacts of a month the customer engaged with: the
-    contact they welcome, revealed by their behaviour), null where the customer had no such event.
+    ``revealed_<name>``: unweighted rates (or counts) over the lever's events in calendar months
+    that ended by the snapshot date, within `window_days` (e.g. the share of contacts the customer
+    engaged with in months of 2+ contacts: what they welcome, revealed by their behaviour), null
+    where the customer had no such event.
     ``revealed_volume``: the recency-weighted count of `lever.volume` events (which the policy does
     not change), weighted like the exposure. Used as extra controls by `lever_effect`.
     """
     out = frame.select(id_column, "snapshot_date")
     rev = lever.revealed()
     if rev:
-        exprs = [e for _, num, den in rev for e in (num, den)]
-        sums = _event_sums(frame, events, lever.events, exprs, half_life_days=None, window_days=window_days, id_column=id_column)
+        exprs = [e for _, num, den in rev for e in (num, pl.lit(1.0) if den is None else den)]
+        sums = _event_sums(frame, events, lever.events, exprs, half_life_days=None, window_days=window_days, id_column=id_column,
+                           complete_months=True)
+        num, den = (lambda j: pl.col(f"_s{2 * j}")), (lambda j: pl.col(f"_s{2 * j + 1}"))
         out = out.with_columns(sums.select(*[
-            pl.when(pl.col(f"_s{2 * j + 1}") > 0).then(pl.col(f"_s{2 * j}") / pl.col(f"_s{2 * j + 1}")).otherwise(None).alias(f"revealed_{name}")
-            for j, (name, _, _) in enumerate(rev)]))
+            (num(j) if d is None else pl.when(den(j) > 0).then(num(j) / den(j)).otherwise(None)).alias(f"revealed_{name}")
+            for j, (name, _, d) in enumerate(rev)]))
     if lever.volume:
         vol = _event_sums(frame, events, lever.volume, [pl.lit(1.0)], half_life_days=half_life_days, window_days=window_days,
                           id_column=id_column)
@@ -195,7 +220,7 @@ def lever_traits(frame: pl.DataFrame, events: pl.DataFrame, *, half_life_days: f
     `levers`: which levers' traits (default: those whose events the data has).
     """
     if levers is None:
-        have = set(events["event_type"].cast(pl.String).unique().to_list())
+        have = set(events["event_type"].unique().cast(pl.String).to_list())
         levers = [n for n, lv in CAUSAL_LEVERS.items() if set(lv.events) <= have]
     out = frame.select(id_column, "snapshot_date")
     for name, lever in CAUSAL_LEVERS.items():
@@ -206,22 +231,45 @@ def lever_traits(frame: pl.DataFrame, events: pl.DataFrame, *, half_life_days: f
     return out
 
 
+def _of_types(events: pl.DataFrame, types) -> pl.Expr:
+    """Rows of these event types; on an Enum column compared as Enum (no cast of millions of rows to strings)."""
+    dtype = events.schema["event_type"]
+    if isinstance(dtype, pl.Enum):
+        known = set(dtype.categories.to_list())
+        return pl.col("event_type").is_in(pl.Series([t for t in types if t in known], dtype=dtype).implode())
+    return pl.col("event_type").cast(pl.String).is_in(list(types))
+
+
+def _lever_event_types() -> set[str]:
+    """Every event type any causal lever's exposure, traits or volume reads."""
+    return {t for lv in CAUSAL_LEVERS.values() for t in (*lv.events, *lv.volume)}
+
+
 def _event_sums(frame: pl.DataFrame, events: pl.DataFrame, types, exprs: list[pl.Expr], *, half_life_days: float | None,
-                window_days: int, id_column: str) -> pl.DataFrame:
-    """Per row of `frame`: sum over the customer's events of `types` before the snapshot date of each expression x weight."""
+                window_days: int, id_column: str, complete_months: bool = False) -> pl.DataFrame:
+    """Per row of `frame`: sum over the customer's events of `types` before the snapshot date of each expression x weight.
+
+    The expressions see ``value``, ``month_rank`` (1 = the customer's first event of the type in that
+    calendar month) and ``month_count`` (the customer's events of the type in that calendar month).
+    `complete_months`: count only events of calendar months that ended by the snapshot date (needed
+    whenever an expression uses ``month_count``, which would otherwise see the rest of the month).
+    """
     keys = frame.select(id_column, "snapshot_date").with_row_index("_row")
     k = range(len(exprs))
-    ev = (events.lazy().filter(pl.col("event_type").cast(pl.String).is_in(list(types)))
+    month = [id_column, "event_type", pl.col("timestamp").dt.truncate("1mo")]
+    ev = (events.lazy().filter(_of_types(events, types))
           .select(id_column, "timestamp", "value", pl.col("event_type").cast(pl.String))
-          .with_columns(month_rank=pl.int_range(1, pl.len() + 1).over(id_column, "event_type", pl.col("timestamp").dt.truncate("1mo"),
-                                                                      order_by="timestamp"))
+          .with_columns(month_rank=pl.int_range(1, pl.len() + 1).over(*month, order_by="timestamp"),
+                        month_count=pl.len().over(*month),
+                        _month_end=pl.col("timestamp").dt.truncate("1mo").dt.offset_by("1mo"))
           .with_columns(*[e.alias(f"_e{i}") for i, e in enumerate(exprs)])
-          .select(id_column, "timestamp", *[f"_e{i}" for i in k]))
+          .select(id_column, "timestamp", "_month_end", *[f"_e{i}" for i in k]))
     d = pl.col("snapshot_date").cast(pl.Datetime("us"))
     age = (d - pl.col("timestamp")).dt.total_seconds() / 86_400.0
     weight = pl.lit(1.0) if half_life_days is None else 0.5 ** (age / half_life_days)
+    seen = (pl.col("_month_end") <= d) if complete_months else (pl.col("timestamp") < d)
     agg = (keys.lazy().join(ev, on=id_column, how="inner")
-           .filter(pl.col("timestamp") < d, age <= window_days)
+           .filter(seen, pl.col("timestamp") < d, age <= window_days)
            .with_columns(_w=weight)
            .group_by("_row").agg(*[(pl.col("_w") * pl.col(f"_e{i}")).sum().alias(f"_s{i}") for i in k]))
     out = keys.lazy().join(agg, on="_row", how="left").sort("_row").collect()
@@ -254,7 +302,10 @@ def overlap(treatment: np.ndarray, controls: np.ndarray, groups: np.ndarray, *, 
 
     Returns the share of rows exposed, the propensity's 1/25/50/75/99% quantiles and the share of
     rows with propensity below 0.01 or above 0.99 (where the data can say little about the
-    effect), folds grouped by customer.
+    effect), folds grouped by customer. Whether a row is exposed at all can be known from the
+    controls (no customer with no busy month has a 2nd contact): such rows have no policy change
+    and need no overlap. So the dose matters too: ``share_extreme_dose`` is the same share for the
+    propensity of an exposure above the exposed rows' median, among exposed rows.
 
     Examples
     --------
@@ -266,15 +317,27 @@ def overlap(treatment: np.ndarray, controls: np.ndarray, groups: np.ndarray, *, 
     """
     import lightgbm as lgb
     from sklearn.model_selection import GroupKFold
-    d = (np.abs(np.asarray(treatment, dtype=float)) > 1e-9).astype(int)
-    prop = np.full(d.shape, d.mean())
+    treatment = np.asarray(treatment, dtype=float)
     params = {**NUISANCE_PARAMS, "n_estimators": 100, "learning_rate": 0.1, "random_state": seed}
-    for tr, te in GroupKFold(n_splits=folds).split(controls, d, groups):
-        if 0 < d[tr].sum() < len(tr):
-            prop[te] = lgb.LGBMClassifier(**params).fit(controls[tr], d[tr]).predict_proba(controls[te])[:, 1]
+
+    def propensity(d, X, g):
+        prop = np.full(d.shape, d.mean())
+        if len(np.unique(g)) < folds:
+            return prop
+        for tr, te in GroupKFold(n_splits=folds).split(X, d, g):
+            if 0 < d[tr].sum() < len(tr):
+                prop[te] = lgb.LGBMClassifier(**params).fit(X[tr], d[tr]).predict_proba(X[te])[:, 1]
+        return prop
+
+    extreme = lambda p: float(np.mean((p < 0.01) | (p > 0.99))) if len(p) else float("nan")  # noqa: E731
+    d = (np.abs(treatment) > 1e-9).astype(int)
+    prop = propensity(d, controls, groups)
+    exposed = d == 1
+    dose = (treatment[exposed] > np.median(treatment[exposed])).astype(int) if exposed.any() else np.zeros(0, int)
+    prop_dose = propensity(dose, controls[exposed], np.asarray(groups)[exposed]) if exposed.any() else np.zeros(0)
     q = np.quantile(prop, [0.01, 0.25, 0.5, 0.75, 0.99])
     return {"share_exposed": float(d.mean()), "propensity_quantiles": [float(x) for x in q],
-            "share_extreme": float(np.mean((prop < 0.01) | (prop > 0.99)))}
+            "share_extreme": extreme(prop), "share_extreme_dose": extreme(prop_dose)}
 
 
 @dataclass
@@ -344,6 +407,7 @@ class LeverEffect:
         return {"lever": self.pillar, "label": PILLARS[self.pillar].label, "policy": self.description,
                 "causal_points": 100 * ate, "ci_low_points": 100 * lo, "ci_high_points": 100 * hi,
                 "exposure_r2": self.overlap["exposure_r2"], "share_extreme_propensity": self.overlap["share_extreme"],
+                "share_extreme_dose": self.overlap.get("share_extreme_dose", float("nan")),
                 "rows": self.per_row.height}
 
 
@@ -352,7 +416,7 @@ def _churn_probability(model, W: np.ndarray) -> np.ndarray:
     return model.predict_proba(W)[:, 1] if hasattr(model, "predict_proba") else model.predict(W)
 
 
-EFFECTS_FORMAT = "trustml.causal.effects/1"
+EFFECTS_FORMAT = "trustml.causal.effects/2"  # /2: count-free respect-for-time traits (controls named differently)
 
 
 def save_effects(effects: dict[str, LeverEffect], folder) -> Path:
@@ -485,7 +549,7 @@ def lever_effects(frame: pl.DataFrame, events: pl.DataFrame, registry: FeatureRe
                   progress: bool = False, **kwargs) -> dict[str, LeverEffect]:
     """`lever_effect` for each lever whose events the data has (default: all of `CAUSAL_LEVERS`)."""
     names = list(levers or CAUSAL_LEVERS)
-    have = set(events["event_type"].cast(pl.String).unique().to_list())
+    have = set(events["event_type"].unique().cast(pl.String).to_list())
     names = [n for n in names if set(CAUSAL_LEVERS[n].events) <= have]
     if progress:
         from tqdm.auto import tqdm
@@ -493,16 +557,19 @@ def lever_effects(frame: pl.DataFrame, events: pl.DataFrame, registry: FeatureRe
     return {n: lever_effect(frame, events, registry, n, **kwargs) for n in names}
 
 
-def simulator_truth(frame: pl.DataFrame, *, n_customers: int, n_months: int, seed: int, levers=None) -> pl.DataFrame:
+def simulator_truth(frame: pl.DataFrame, *, n_customers: int, n_months: int, seed: int, levers=None,
+                    effects: pl.DataFrame | None = None) -> pl.DataFrame:
     """True per-row effects of each lever's simulator policy on label-window churn (common random numbers).
 
     Rows of `frame` (customer_id, snapshot_date) get ``true_<lever>``: churn probability in the
     snapshot's month under the policy minus as observed; null where the customer had already
-    left in the policy's world.
+    left in the policy's world. `effects`: the simulator's `true_effects` with an ``effect_<lever>`` column
+    per lever, simulated with these levers' policies, when already computed (else simulated here).
     """
     from trustml.simulator import Policy, true_effects
     names = list(levers or CAUSAL_LEVERS)
-    eff = true_effects(n_customers, n_months, seed, {n: Policy(**CAUSAL_LEVERS[n].policy) for n in names})
+    eff = effects if effects is not None else true_effects(n_customers, n_months, seed,
+                                                           {n: Policy(**CAUSAL_LEVERS[n].policy) for n in names})
     keys = frame.select("customer_id", pl.col("snapshot_date").alias("month_start"))
     out = keys.join(eff, on=["customer_id", "month_start"], how="left", maintain_order="left")
     return out.select("customer_id", pl.col("month_start").alias("snapshot_date"),
@@ -571,14 +638,20 @@ def causal_for_rows(effects: dict[str, LeverEffect], frame: pl.DataFrame, events
     ids = pseudonymise(frame[id_column].to_list()) if id_column in frame.columns else [str(i) for i in range(frame.height)]
     parts = []
     for name, e in effects.items():
-        exp = exposures(frame, events, CAUSAL_LEVERS[name], half_life_days=half_life_days, id_column=id_column)
-        d = e.design(exp, e.baseline(frame, events, id_column))
+        d = _design_for(e, name, frame, events, half_life_days=half_life_days, id_column=id_column)
         eff = d @ e.theta
         se = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, e.cov, d), 0.0))
         parts.append(pl.DataFrame({"customer": ids, "snapshot_date": frame["snapshot_date"], "lever": name,
                                    "label": PILLARS[name].label, "causal_points": 100 * eff,
                                    "ci_low_points": 100 * (eff - 1.959964 * se), "ci_high_points": 100 * (eff + 1.959964 * se)}))
     return pl.concat(parts) if parts else pl.DataFrame()
+
+
+def _design_for(e: LeverEffect, name: str, frame: pl.DataFrame, events: pl.DataFrame, *, half_life_days: float = 60.0,
+                id_column: str = "customer_id") -> np.ndarray:
+    """The per-row design (exposure changes, and them x baseline risk) of new rows: effect = design @ theta."""
+    exp = exposures(frame, events, CAUSAL_LEVERS[name], half_life_days=half_life_days, id_column=id_column)
+    return e.design(exp, e.baseline(frame, events, id_column))
 
 
 # the model's view of each simulator policy, for many rows at once (see whatif.SIMULATOR_LEVERS for one row)
@@ -645,12 +718,15 @@ def segment_what_if(trained, frame: pl.DataFrame, policy: str, *, where: pl.Expr
     summ = [{"answer": "model what-if (association)", "customers": seg.height, "mean_points": float(100 * model.mean()),
              "churners_saved": float(-model.sum()), "saved_low": None, "saved_high": None, "money": float(-(model * v).sum())}]
     if effects and policy in effects and events is not None:
-        c = causal_for_rows({policy: effects[policy]}, seg, events, id_column=id_column)
-        eff = c["causal_points"].to_numpy() / 100
-        rows = rows.with_columns(causal_points=pl.Series(100 * eff))
         e = effects[policy]
-        d = exposures(seg, events, CAUSAL_LEVERS[policy], id_column=id_column)
-        tot = e.design(d, e.baseline(seg, events, id_column)).sum(axis=0)
+        # only the events the levers read, of the segment's customers (a segment of a large base: a fraction of the log)
+        events = events.filter(_of_types(events, _lever_event_types()))
+        if id_column in events.columns and seg.height < frame.height:
+            events = events.filter(pl.col(id_column).is_in(seg[id_column].unique().implode()))
+        d = _design_for(e, policy, seg, events, id_column=id_column)
+        eff = d @ e.theta
+        rows = rows.with_columns(causal_points=pl.Series(100 * eff))
+        tot = d.sum(axis=0)
         se = float(np.sqrt(max(tot @ e.cov @ tot, 0.0)))
         saved = float(-eff.sum())
         summ.append({"answer": "causal estimate (DML)", "customers": seg.height, "mean_points": float(100 * eff.mean()),

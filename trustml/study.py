@@ -492,8 +492,12 @@ class Study:
             return None
         from trustml.causal import simulator_truth
         s = self.source
+        from trustml.causal import CAUSAL_LEVERS
+        from trustml.explanations import LEVERS
+        levers = list(self.causal_effects)
+        same = all(LEVERS.get(n) == CAUSAL_LEVERS[n].policy for n in levers)   # the policies `lever_truth` simulated
         return simulator_truth(self.causal_rows, n_customers=s["customers"], n_months=s["months"], seed=s["seed"],
-                               levers=list(self.causal_effects))
+                               levers=levers, effects=self.lever_truth if same else None)
 
     @stage(_write_survival, _read_survival)
     def survival(self):
