@@ -583,9 +583,9 @@ class Study:
     def compute(self, stages: list[str] | None = None, *, progress: bool = False, jobs: int = 1) -> Study:
         """Compute `stages` (default: every stage that applies to this data) once, e.g. before `save`.
 
-        jobs=2: the stages that do not read the churn model (the survival model, causal effects and the simulator's
-        truth for them) run in a second thread beside the model and the stages that read it. Each stage is seeded
-        on its own, so the results are the same as with jobs=1; LightGBM and polars release the GIL, so two cores work.
+        jobs=2: the causal effects and the simulator's truth for them (about as long as everything else at the
+        default size) run in a second thread beside the model, survival and the stages that read them. Each stage is
+        seeded on its own, so the results are the same as with jobs=1; LightGBM and polars release the GIL.
         """
         if stages is None:
             stages = ["comparison", "calibration", "folds", "explanation", "pillars", "directions", "latest", "latest_risk",
@@ -613,8 +613,8 @@ class Study:
             beside = []
             if jobs > 1:
                 truth = self.world is not None and any(n in stages for n in ("truth", "whatif_truth", "causal_truth"))
-                beside = (["survival_problem"] if "economics" in stages else []) + [n for n in ("causal_effects",) if n in stages] \
-                    + (["lever_truth"] if truth else []) + [n for n in ("causal_truth", "survival_truth") if n in stages]
+                beside = [n for n in ("causal_effects",) if n in stages] + (["lever_truth"] if truth else []) \
+                    + [n for n in ("causal_truth",) if n in stages]
             if beside:
                 import threading
                 failed: list[BaseException] = []
@@ -626,7 +626,7 @@ class Study:
                         failed.append(e)
                 worker = threading.Thread(target=other, name="trustml-beside-the-model", daemon=True)
                 worker.start()
-                run([n for n in stages if n not in beside and n not in ("truth", "whatif_truth", "economics")])
+                run([n for n in stages if n not in beside and n not in ("truth", "whatif_truth")])
                 worker.join()
                 if failed:
                     raise failed[0]
