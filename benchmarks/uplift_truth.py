@@ -15,7 +15,7 @@ and true costs on the same customers: the calibrated persuadable plan, the raw u
 riskiest customers (same number, and a fixed 20%), everyone, and the oracle.
 `--learner scaled|t|x|dr|forest` picks the meta-learner, `--no-traits` leaves out the revealed per-customer
 traits, `--confidence` the one-sided confidence a targeted customer's saving must cover the cost at.
-Each run ends with one JSON line; several runs end with a summary table.
+Each run prints one JSON line; several runs then print a summary table and end with its JSON line.
 """
 
 import argparse
@@ -79,3 +79,4 @@ if len(summary) > 1:
     with pl.Config(tbl_hide_dataframe_shape=True, float_precision=4, tbl_rows=50, tbl_cols=20, tbl_width_chars=200):
         print("\nsummary (money valued with the true effects and costs, same customers)")
         print(pl.DataFrame(summary).with_columns(pl.col("plan_money", "risk_same_number", "risk_20pct", "oracle").round(0)))
+    print(json.dumps({"benchmark": "uplift_truth", "customers": args.customers, "months": args.months, "runs": summary}))
