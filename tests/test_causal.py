@@ -189,3 +189,10 @@ def test_effects_round_trip_without_pickle(tmp_path, table, world, promises_effe
     (folder / "effects.json").write_text('{"format": "something else"}')
     with pytest.raises(ValueError, match="format"):
         load_effects(folder)
+
+
+def test_each_causal_lever_pulls_the_same_simulator_policy_as_the_explanation_checks():
+    """`Study.lever_truth` simulates `explanations.LEVERS` once for the truth of explanations, what-ifs and causal effects."""
+    from trustml.causal import CAUSAL_LEVERS
+    from trustml.explanations import LEVERS
+    assert {name: lever.policy for name, lever in CAUSAL_LEVERS.items()} == LEVERS

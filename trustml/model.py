@@ -246,7 +246,7 @@ def _linear_design(lin: dict, Xm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for j, levels in lin.get("onehot", []):   # models saved before categoricals entered the base have none
         parts.append((Xm[:, [j]] == np.arange(levels)[None, :]).astype(float))
         owner += [j] * levels
-    return np.column_stack(parts) if parts else np.empty((Xm.shape[0], 0)), np.asarray(owner, dtype=int)
+    return np.column_stack(parts), np.asarray(owner, dtype=int)
 
 
 def linear_score(lin: dict, Xm: np.ndarray) -> np.ndarray:

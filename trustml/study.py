@@ -492,12 +492,8 @@ class Study:
             return None
         from trustml.causal import simulator_truth
         s = self.source
-        from trustml.causal import CAUSAL_LEVERS
-        from trustml.explanations import LEVERS
-        levers = list(self.causal_effects)
-        same = all(LEVERS.get(n) == CAUSAL_LEVERS[n].policy for n in levers)   # the policies `lever_truth` simulated
         return simulator_truth(self.causal_rows, n_customers=s["customers"], n_months=s["months"], seed=s["seed"],
-                               levers=levers, effects=self.lever_truth if same else None)
+                               levers=list(self.causal_effects), effects=self.lever_truth)
 
     @stage(_write_survival, _read_survival)
     def survival(self):
@@ -539,9 +535,10 @@ class Study:
 
     @cached_property
     def lever_truth(self) -> pl.DataFrame | None:
-        """The simulator's true effect of each lever's policy (`explanations.LEVERS`) per customer-month, simulated
-        once for `truth`, `whatif_truth` and `causal_truth` (common random numbers); None for real data. Not saved:
-        `compute` lets it go once those stages are done."""
+        """The simulator's true effect of each lever's policy (`explanations.LEVERS`, the same policies as
+        `causal.CAUSAL_LEVERS`, a test checks) per customer-month, simulated once for `truth`, `whatif_truth` and
+        `causal_truth` (common random numbers); None for real data. Not saved: `compute` lets it go once those
+        stages are done."""
         if self.world is None:
             return None
         from trustml.explanations import LEVERS
