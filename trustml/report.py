@@ -13,6 +13,7 @@ where the data cannot give it) and what data it tells a story about (``trustml.r
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import time
@@ -330,7 +331,8 @@ def _run_notebooks(paths, folder, out, data, mapping, sizes, cache, progress, st
             loop.default_exception_handler(context)
 
     try:
-        with asyncio.Runner() as runner:   # on an interrupt it cancels every task, so each kernel is shut down
+        # on an interrupt the runner cancels every task, so each kernel is shut down (see `_ReportLoop` for the signals)
+        with asyncio.Runner(loop_factory=_ReportLoop) as runner:
             runner.get_loop().set_exception_handler(quiet)
             runner.run(every())
     finally:
@@ -339,6 +341,18 @@ def _run_notebooks(paths, folder, out, data, mapping, sizes, cache, progress, st
     if stop["signal"] is not None:
         raise KeyboardInterrupt
     return rows
+
+
+class _ReportLoop(asyncio.SelectorEventLoop):
+    """An event loop that refuses signal handlers: nbclient then skips its own per notebook (it catches this
+    RuntimeError, and would otherwise restore Python's default handler after each notebook), so the report's
+    handler, installed for the whole run, sees every Ctrl-C and SIGTERM."""
+
+    def add_signal_handler(self, sig, callback, *args):
+        raise RuntimeError("trustml report handles signals itself")
+
+    def remove_signal_handler(self, sig):
+        raise RuntimeError("trustml report handles signals itself")
 
 
 def _write_notebook(run, path: Path, out: Path, cache: str) -> None:
