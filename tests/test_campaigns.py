@@ -4,6 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from trustml import campaigns
 from trustml.campaigns import analyse, assign, calibrate, campaign_rows, crm_export, fit_uplift, offer_cost, plan, qini, sample_size, target, with_traits
 from trustml.features import Snapshots, build_features
 from trustml.simulator import Campaign, Policy, campaign_effects, simulate
@@ -173,3 +174,41 @@ def test_calibration_with_values_does_not_credit_the_valuable_customers_with_the
     assert plan(-mean, value, cost, se=se)["offers"] == 0              # 1% x 1000 < 15 and 5% x 100 < 15
     with pytest.raises(ValueError, match="value"):
         cal.predict(score)
+
+
+# --- a campaign month counted from the end of the world, and a world sized for the experiment -------------------------
+
+@pytest.mark.parametrize("n_months", [12, 18, 24])
+def test_a_campaign_month_counted_from_the_end_is_that_month_from_the_start(n_months):
+    back, ahead = Campaign("service_call", month=-6, seed=1), Campaign("service_call", month=n_months - 6, seed=1)
+    assert back.month_in(n_months) == n_months - 6
+    w_back = simulate(300, n_months, seed=3, policy=Policy(campaign=back))
+    w_ahead = simulate(300, n_months, seed=3, policy=Policy(campaign=ahead))
+    assert w_back.events.equals(w_ahead.events) and w_back.truth.equals(w_ahead.truth)
+    assert not w_back.events.equals(simulate(300, n_months, seed=3).events)            # the campaign did happen
+    assert campaign_effects(300, n_months, 3, back).equals(campaign_effects(300, n_months, 3, ahead))
+    rows, _ = campaigns.simulated_rows(back, n_customers=300, n_months=n_months, seed=3, traits=False)
+    m = n_months - 6                                                                   # world starts 2024-01-01
+    assert rows["snapshot_date"].unique().to_list() == [dt.date(2024 + m // 12, m % 12 + 1, 1)]
+    assert rows["treated"].any() and not rows["treated"].all()
+
+
+def test_a_campaign_month_outside_the_world_or_too_late_for_its_outcome_is_refused():
+    for month in (12, -13):
+        with pytest.raises(ValueError, match=r"Campaign.month must be in \[-12, 12\)"):
+            Campaign("discount", month=month).month_in(12)
+    with pytest.raises(ValueError, match="must be in"):
+        simulate(200, 12, seed=0, policy=Policy(campaign=Campaign("discount", month=-13)))
+    with pytest.raises(ValueError, match="its outcome needs 3"):                    # month 9 of 12: 2 months after it
+        campaigns.simulated_rows(Campaign("discount", month=-3), n_customers=200, n_months=12, traits=False)
+
+
+def test_the_campaign_world_is_capped_whatever_the_study_size(monkeypatch):
+    monkeypatch.setattr(campaigns, "OWN_WORLD_CUSTOMERS", 800)
+    c = Campaign("service_call", month=-6, seed=0)
+    capped, _ = campaigns.simulated_rows(c, n_customers=10**6, n_months=12, max_customers=campaigns.OWN_WORLD_CUSTOMERS, traits=False)
+    small, _ = campaigns.simulated_rows(c, n_customers=800, n_months=12, traits=False)
+    assert capped.equals(small)                                                        # the world of 800, not of a million
+    r = campaigns.simulated_campaign(c, n_customers=10**6, n_months=12, max_customers=campaigns.OWN_WORLD_CUSTOMERS)
+    assert r["customers"] == 800 and r["month"] == 6 and r["held_out"] == small.height
+    assert campaigns.simulated_campaign(c, n_customers=600, n_months=12, max_customers=800)["customers"] == 600

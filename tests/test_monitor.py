@@ -2,10 +2,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from trustml import monitor
 from trustml.contract import ContractError
 from trustml.features import Feature, FeatureRegistry, FeatureTable
 from trustml.mapping import Mapping
-from trustml.model import ModelMismatchError, train
+from trustml.model import ModelMismatchError, temporal_split, train
 from trustml.monitor import Reference, Thresholds, _numeric_bins, check_contract, drift, fairness, features_for, groups_of, next_month, proxies, psi, score
 from trustml.simulator import SimConfig
 
@@ -250,6 +251,43 @@ def test_proxies_find_the_feature_that_encodes_a_segment(stable, fitted):
 def test_groups_of_names_missing_columns():
     with pytest.raises(ContractError, match="religion"):
         groups_of(pl.DataFrame({"customer_id": ["a"]}), columns=["religion"])
+
+
+# --- next month at any world length, in a world of its own ------------------------------------
+
+@pytest.mark.parametrize("n_months", [12, 24])
+def test_next_month_splits_its_history_to_fit_the_world_and_trains_on_it(n_months):
+    nm = next_month(1200, n_months, seed=2, train_months=-6, score_month=-3, changes=((-6, "price_rise_unannounced_share", 0.9),))
+    dates = tuple(sorted(nm.history.labelled()["snapshot_date"].unique().to_list()))
+    split = nm.split
+    assert split.train + split.calibrate + split.test == dates       # a one-month label: no gap, every month used once, in order
+    assert len(split.train) >= len(dates) / 2
+    if n_months == 24:
+        assert split == temporal_split(nm.history) and "short" not in nm.split_note   # long enough: the default split
+    else:
+        with pytest.raises(ValueError, match="labelled snapshot dates"):
+            temporal_split(nm.history)                                # 5 labelled months: the default does not fit
+        assert (len(split.train), len(split.calibrate), len(split.test)) == (3, 1, 1)
+        assert "train on 3, calibrate on 1, test on 1 (a short history" in nm.split_note
+    trained, used = train(nm.history, split, trials=0, n_estimators=60, early_stopping=False)
+    assert used == split and trained.metadata["trained_on"]["test_snapshots"] == [str(d) for d in split.test]
+    ref = Reference.fit(trained, nm.reference_rows, labelled=split.frames(nm.history.labelled())[2])
+    assert set(drift(ref, nm.new.frame, trained).performance["metric"]) == {"churn rate", "roc_auc"}
+
+
+def test_a_history_too_short_to_split_says_so():
+    nm = next_month(600, 12, seed=2, train_months=4, score_month=8)
+    with pytest.raises(ValueError, match="train on more months"):
+        monitor.history_split(nm.history)
+
+
+def test_the_next_month_world_is_capped_whatever_the_study_size(monkeypatch):
+    monkeypatch.setattr(monitor, "OWN_WORLD_CUSTOMERS", 400)
+    capped = next_month(10**6, 12, seed=2, train_months=-6, score_month=-3, max_customers=monitor.OWN_WORLD_CUSTOMERS)
+    small = next_month(400, 12, seed=2, train_months=-6, score_month=-3)
+    assert capped.world.customers.height == 400
+    assert capped.history.frame.equals(small.history.frame) and capped.new.frame.equals(small.new.frame)
+    assert next_month(300, 12, seed=2, train_months=-6, score_month=-3, max_customers=400).world.customers.height == 300
 
 
 # --- command line ------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ ids alone), `crm_export`, then `analyse` (average effect with a 95% interval), `
 against held-out doubly robust pseudo-outcomes, so the expected saving is honest), `offer_cost` (an
 offer's terms x the abuse seen among the offered) and `plan` (persuadables whose calibrated saving
 covers the cost with confidence; when nothing pays, it says so instead of targeting a fixed number).
-`simulated_campaign` runs it all on the simulator and checks it against the true individual effects.
+`simulated_campaign` runs it all on the simulator and checks it against the true individual effects, in a world of
+its own (at most `OWN_WORLD_CUSTOMERS` customers when asked, whatever the size of the study around it).
 
 Examples
 --------
@@ -30,10 +31,15 @@ import polars as pl
 __all__ = ["sample_size", "assign", "crm_export", "campaign_rows", "analyse", "Uplift", "fit_uplift", "qini", "target",
            "Calibration", "calibrate", "OFFER_TERMS", "offer_cost", "plan", "simulated_rows",
            "simulated_campaign", "plot_qini", "with_traits",
-           "UPLIFT_PARAMS"]
+           "UPLIFT_PARAMS", "OWN_WORLD_CUSTOMERS"]
 
 UPLIFT_PARAMS = dict(n_estimators=300, learning_rate=0.03, num_leaves=8, min_child_samples=50, colsample_bytree=0.7,
                      subsample=0.8, subsample_freq=1, reg_lambda=1.0, n_jobs=1, verbose=-1)
+
+# The simulated campaign is an experiment in a world of its own, sized for the experiment, not for the study it sits in:
+# 12,000 customers leave 6,400 to 7,200 active at a campaign six months before the end of a 24- to 36-month world, about
+# what `sample_size(0.10, -0.02)` asks (6,426) to see two points off a 10% churn rate; more only slows the notebook down.
+OWN_WORLD_CUSTOMERS = 12_000
 
 
 def sample_size(base_rate: float, effect: float, *, power: float = 0.8, alpha: float = 0.05, treated_share: float = 0.5) -> dict:
@@ -481,22 +487,39 @@ def with_traits(rows: pl.DataFrame, events: pl.DataFrame, *, id_column: str = "c
 
 
 def simulated_rows(campaign, *, n_customers: int = 20_000, n_months: int = 24, seed: int = 0, horizon_months: int = 3,
-                   value_months: float = 12.0, traits: bool = True) -> tuple[pl.DataFrame, list[str]]:
+                   value_months: float = 12.0, traits: bool = True, max_customers: int | None = None) -> tuple[pl.DataFrame, list[str]]:
     """Run `campaign` (a `simulator.Campaign`) in the simulator: its customers' rows as a retention team sees them, plus the truth.
 
     Returns (rows, features): `campaign_rows` with ``value`` (`value_months` of the customer's price)
     and the simulator's truth joined (``effect``, the true individual effect, and ``cost``, what the
     offer really cost, abuse included), and the observed features an uplift model may use
     (with `traits`, each lever's revealed traits too, `with_traits`). Truth columns are for checking only.
+    The campaign's month may count back from the world's end (``month=-6``); its outcome window
+    (`horizon_months` after the campaign month) must end within the world. `max_customers`: simulate at
+    most this many customers (e.g. `OWN_WORLD_CUSTOMERS`; the world of ``min(n_customers, max_customers)``).
+
+    Examples
+    --------
+    >>> from trustml.simulator import Campaign
+    >>> rows, features = simulated_rows(Campaign("service_call", month=-5), n_customers=10**6, n_months=12, max_customers=300, traits=False)
+    >>> rows.height < 300 and rows["customer_id"].n_unique() == rows.height
+    True
     """
     import datetime as dt
 
     from trustml.features import Snapshots, build_features
     from trustml.simulator import Policy, SimConfig, campaign_effects, simulate
+    if max_customers is not None:
+        n_customers = min(n_customers, max_customers)
+    m = campaign.month_in(n_months)
+    if m + 1 + horizon_months > n_months:
+        raise ValueError(f"a campaign in month {m} of a {n_months}-month world leaves {n_months - m - 1} months after it; "
+                         f"its outcome needs {horizon_months} (campaign month at most {n_months - 1 - horizon_months}, "
+                         f"or {-1 - horizon_months} counted from the end)")
     world = simulate(n_customers, n_months, seed, policy=Policy(campaign=campaign))
     table = build_features(world.customers, world.events, Snapshots(), as_of=world.as_of)
     s = SimConfig().start
-    start = dt.date(s.year + (s.month - 1 + campaign.month) // 12, (s.month - 1 + campaign.month) % 12 + 1, 1)
+    start = dt.date(s.year + (s.month - 1 + m) // 12, (s.month - 1 + m) % 12 + 1, 1)
     rows = campaign_rows(table, world.customers, world.events, start=start, share=campaign.share, seed=campaign.seed,
                          horizon_months=horizon_months)
     truth = campaign_effects(n_customers, n_months, seed, campaign, horizon_months=horizon_months)
@@ -514,7 +537,8 @@ def simulated_rows(campaign, *, n_customers: int = 20_000, n_months: int = 24, s
 
 def simulated_campaign(campaign, *, n_customers: int = 20_000, n_months: int = 24, seed: int = 0, horizon_months: int = 3,
                        value_months: float = 12.0, learner: str = "scaled", traits: bool = True, confidence: float = 0.8,
-                       rows: tuple[pl.DataFrame, list[str]] | None = None, value_calibration: bool = True) -> dict:
+                       rows: tuple[pl.DataFrame, list[str]] | None = None, value_calibration: bool = True,
+                       max_customers: int | None = None) -> dict:
     """Run `campaign` (a `simulator.Campaign`) in the simulator and read it as a retention team would, then check with truth.
 
     Every customer is scored by an uplift model (`learner`, see `fit_uplift`) fitted on the other
@@ -525,13 +549,16 @@ def simulated_campaign(campaign, *, n_customers: int = 20_000, n_months: int = 2
     and 'qini_oracle' (the model's ranking vs the true effects'), 'spearman_truth' (model vs true
     effects per customer), 'plan', 'calibration' (slope per fold), 'money' (valued with the true
     effects and true costs: the plan, the raw uncalibrated scores, the riskiest customers in the
-    same number and a fixed 20%, everyone, and the oracle), 'rows' (truth joined), 'harmful_share'.
+    same number and a fixed 20%, everyone, and the oracle), 'rows' (truth joined), 'harmful_share',
+    'customers' (the simulated world's size, None for given `rows`) and 'month' (the campaign's, from the start).
     `rows`: a `simulated_rows` result to reuse (the simulation is the slow part). `value_calibration`:
-    calibrate on the score and the customer's value (see `calibrate`), not the score alone.
+    calibrate on the score and the customer's value (see `calibrate`), not the score alone. `max_customers`:
+    simulate at most this many customers (`OWN_WORLD_CUSTOMERS` sizes the world for the experiment, not the study).
     """
+    customers = None if rows is not None else n_customers if max_customers is None else min(n_customers, max_customers)
     rows, features = rows if rows is not None else simulated_rows(
         campaign, n_customers=n_customers, n_months=n_months, seed=seed, horizon_months=horizon_months,
-        value_months=value_months, traits=traits)
+        value_months=value_months, traits=traits, max_customers=max_customers)
     fold = np.random.default_rng(seed).random(rows.height) < 0.5
     tau, p0, pseudo = np.zeros(rows.height), np.zeros(rows.height), np.zeros(rows.height)
     models = []
@@ -569,7 +596,8 @@ def simulated_campaign(campaign, *, n_customers: int = 20_000, n_months: int = 2
             "calibration": {"slopes": slopes, "expected_cost": float(cost.mean()), "cost_terms": float(
                 offer_cost(campaign.offer, rows["monthly_price"].to_numpy()).mean())},
             "spearman_truth": float(spearmanr(-tau, -eff).statistic),
-            "harmful_share": float((rows["effect"] > 0).mean()), "held_out": rows.height}
+            "harmful_share": float((rows["effect"] > 0).mean()), "held_out": rows.height,
+            "customers": customers, "month": campaign.month_in(n_months)}
 
 
 def plot_qini(result: dict, ax=None):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,12 @@ from sklearn.metrics import roc_auc_score
 
 from trustml.contract import ContractError, Problem
 from trustml.features import FeatureTable, Snapshots, build_features
-from trustml.model import ModelMismatchError, TrainedModel
+from trustml.model import ModelMismatchError, TemporalSplit, TrainedModel, _horizon_in_snapshots, temporal_split
 from trustml.pillars import PILLARS
 from trustml.privacy import pseudonymise
 
 __all__ = ["Thresholds", "Reference", "DriftReport", "psi", "drift", "check_contract", "features_for", "score",
-           "NextMonth", "next_month", "groups_of", "fairness", "Fairness", "proxies", "Proxies", "plot_drift", "REFERENCE_FILE"]
+           "NextMonth", "next_month", "history_split", "OWN_WORLD_CUSTOMERS", "groups_of", "fairness", "Fairness", "proxies", "Proxies", "plot_drift", "REFERENCE_FILE"]
 
 REFERENCE_FILE = "reference.json"
 _EPS = 1e-4           # share given to an empty bin, so PSI stays finite
@@ -532,15 +533,68 @@ def score(trained: TrainedModel, frame: pl.DataFrame, *, value=None, reasons: in
 
 # --- the simulator: train on earlier months, score a later one ----------------------------------
 
+# `next_month` is an experiment in a world of its own, sized for the drift check, not for the study it sits in: 10,000
+# customers put about 6,500 in the scored month (24 months), so PSI's sampling noise (about 0.003) stays far below the 0.1 warning
+# and the realised AUC's standard error near 0.02; a larger world only makes the notebook slower.
+OWN_WORLD_CUSTOMERS = 10_000
+
+
+def history_split(table: FeatureTable) -> tuple[TemporalSplit, str]:
+    """A temporal split that fits the history, and a sentence saying what it is.
+
+    Test and calibration take at most half the labelled snapshot dates (after the gap a label horizon
+    needs), so training keeps at least half: `temporal_split`'s default (test 3, calibrate 2) from 10
+    labelled monthly dates, fewer (2 and 2, 2 and 1, down to 1 and 1) in a shorter history, as a 12-month
+    world cut six months before its end has (5). Fewer than 4 labelled dates: a ValueError.
+
+    Examples
+    --------
+    >>> nm = next_month(600, 12, seed=1, train_months=-6, score_month=-3)
+    >>> split, note = history_split(nm.history)
+    >>> len(split.train), len(split.calibrate), len(split.test)
+    (3, 1, 1)
+    """
+    n = table.labelled()["snapshot_date"].n_unique()
+    gap = _horizon_in_snapshots(table)
+    budget = (n - 2 * gap) // 2
+    fits = [(t, c) for t, c in ((3, 2), (2, 2), (2, 1), (1, 1)) if t + c <= budget]
+    if not fits:
+        raise ValueError(f"the history has {n} labelled snapshot dates; training, calibration and test need at least {4 + 2 * gap}: "
+                         "train on more months (a later train_months, or a longer world)")
+    test, cal = fits[0]
+    split = temporal_split(table, test_snapshots=test, calibration_snapshots=cal, gap_snapshots=gap)
+    short = "" if (test, cal) == (3, 2) else " (a short history: test and calibration take at most half of it)"
+    note = (f"split of {n} labelled months: train on {len(split.train)}, calibrate on {cal}, test on {test}"
+            + (f", {gap} apart" if gap else "") + short)
+    return split, note
+
+
 @dataclass
 class NextMonth:
-    """A simulated world cut in two: `history` (events before the cut: train on it) and `new` (a later month's snapshot)."""
+    """A simulated world cut in two: `history` (events before the cut: train on it) and `new` (a later month's snapshot).
+
+    `split`: the temporal split to train on `history` with (`history_split`: it fits a short history), `split_note` what it is.
+    """
 
     world: object
     history: FeatureTable
     new: FeatureTable
     cut: dt.date
     month: dt.date
+
+    @cached_property
+    def _split(self) -> tuple[TemporalSplit, str]:
+        return history_split(self.history)
+
+    @property
+    def split(self) -> TemporalSplit:
+        """The temporal split to train on `history` with (`history_split`)."""
+        return self._split[0]
+
+    @property
+    def split_note(self) -> str:
+        """What `split` is, in a sentence."""
+        return self._split[1]
 
     @property
     def reference_rows(self) -> pl.DataFrame:
@@ -549,7 +603,7 @@ class NextMonth:
 
 
 def next_month(n_customers: int = 3000, n_months: int = 24, seed: int = 0, *, train_months: int = 18, score_month: int = 21,
-               config=None, changes: tuple = ()) -> NextMonth:
+               config=None, changes: tuple = (), max_customers: int | None = None) -> NextMonth:
     """Simulate, keep what was known before month `train_months` for training, and build month `score_month`'s snapshot.
 
     The new snapshot's labels are known when its label window ends within the world (score_month
@@ -557,7 +611,8 @@ def next_month(n_customers: int = 3000, n_months: int = 24, seed: int = 0, *, tr
     (-6: six months before it), so the same settings fit any length. `changes`: policy changes
     ``(month, SimConfig field, value)`` from that month on (negative months likewise), e.g.
     ``((-6, 'price_rise_unannounced_share', 0.9),)`` for more unannounced price rises from the cut; or pass a
-    whole `config` (a `SimConfig`).
+    whole `config` (a `SimConfig`). `max_customers`: simulate at most this many customers (`OWN_WORLD_CUSTOMERS`
+    sizes the world for the experiment, not the study). `NextMonth.split` fits the history's length (`history_split`).
 
     Examples
     --------
@@ -577,6 +632,8 @@ def next_month(n_customers: int = 3000, n_months: int = 24, seed: int = 0, *, tr
     if changes:
         config = replace(config or SimConfig(), changes=tuple((at(m), f, v) for m, f, v in changes))
     config = config or SimConfig()
+    if max_customers is not None:
+        n_customers = min(n_customers, max_customers)
     world = simulate(n_customers, n_months, seed, config=config)
     starts = _month_starts(config.start, n_months + 1)
     cut, month = starts[train_months].astype(dt.datetime), starts[score_month].astype(dt.datetime)
