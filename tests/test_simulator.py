@@ -96,6 +96,19 @@ def test_streaming_writer_gives_the_same_tables(tmp_path, monkeypatch):
     assert c.equals(w.customers) and e.equals(w.events) and sim.read_truth(out).equals(w.truth)
 
 
+def test_a_smaller_world_is_the_leading_customers_of_a_larger_one_truth_included(monkeypatch):
+    import trustml.simulator as sim
+    monkeypatch.setattr(sim, "CHUNK_SIZE", 300)
+    small, large = sim.simulate(600, 12, 5), sim.simulate(1000, 12, 5)
+    lead = sim.leading_customers(600)
+    assert small.customers.equals(large.customers.filter(lead)) and small.events.equals(large.events.filter(lead))
+    assert small.truth.equals(large.truth.filter(lead))
+    pols = {"kept": Policy(keep_promises=True)}
+    assert sim.true_effects(600, 12, 5, pols).equals(sim.true_effects(1000, 12, 5, pols).filter(lead))
+    with pytest.raises(ValueError, match="whole blocks"):
+        sim.leading_customers(450)
+
+
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="n_customers"):
         simulate(0, 12)

@@ -148,3 +148,49 @@ def test_two_jobs_compute_the_same_analysis_as_one():
         assert np.allclose(two.causal_effects[lever].theta, effect.theta, rtol=0, atol=1e-12), lever
     assert two.causal_truth.equals(one.causal_truth)
     assert "lever_truth" not in two.__dict__   # let go once the truth stages are done
+
+
+def test_truth_checks_beyond_the_cap_cover_the_leading_customers_only(monkeypatch):
+    import trustml.simulator as sim
+    import trustml.study as st
+    monkeypatch.setattr(sim, "CHUNK_SIZE", 300)
+    monkeypatch.setattr(st, "TRUTH_MAX_CUSTOMERS", 600)
+    study = Study.load(n_customers=900, n_months=14, seed=3, trials=0)
+    assert study.truth_customers == 600
+    lead = sim.leading_customers(600)
+    truth = study.lever_truth
+    assert truth["customer_id"].n_unique() == study.world.truth.filter(lead)["customer_id"].n_unique() < \
+        study.world.truth["customer_id"].n_unique()                                      # no simulation beyond the cap
+    from trustml.explanations import LEVERS
+    full = sim.true_effects(900, 14, 3, {p: sim.Policy(**v) for p, v in LEVERS.items()})
+    assert truth.equals(full.filter(lead))                                                 # the same truth as a full run
+    assert study.causal_rows["customer_id"].is_in(truth["customer_id"].unique()).all()
+    assert study.causal_rows["customer_id"].n_unique() < study.table.labelled()["customer_id"].n_unique()
+    assert study.truth["levers"].height > 0 and study.whatif_truth["by_lever"].height > 0
+    assert study.survival_truth["quality"].height > 0
+
+
+def test_an_opened_study_reads_the_world_and_events_only_when_asked(computed):
+    study, folder = computed
+    opened = Study.open(folder)
+    assert opened.is_simulated and opened.has_events
+    _ = opened.pillars, opened.comparison, opened.latest
+    assert "_world" in opened.__dict__ and callable(opened.__dict__["_world"])     # not read for stages
+    assert callable(opened.__dict__["_events"])
+    assert opened.events.equals(study.events) and opened.world.truth.equals(study.world.truth)
+    assert opened.events is opened.world.events                                     # read once
+
+
+def test_features_beyond_the_partition_size_are_built_in_parts_and_equal(monkeypatch):
+    from polars.testing import assert_frame_equal
+
+    import trustml.study as st
+    whole = Study.load(n_customers=700, n_months=10, seed=4, trials=0).table
+    monkeypatch.setattr(st, "FEATURE_PART_CUSTOMERS", 200)
+    import trustml.distributed as dist
+    calls = []
+    real = dist.features_in_parts
+    monkeypatch.setattr(dist, "features_in_parts", lambda *a, **k: calls.append(k["parts"]) or real(*a, **k))
+    parted = Study.load(n_customers=700, n_months=10, seed=4, trials=0).table
+    assert calls == [4] and parted.registry.names == whole.registry.names
+    assert_frame_equal(parted.frame, whole.frame, check_exact=False, rel_tol=1e-12, abs_tol=1e-12)

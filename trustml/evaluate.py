@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from trustml.features import FeatureTable
-from trustml.model import CustomerSplit, TemporalSplit, train
+from trustml.model import CustomerSplit, TemporalSplit, sample_customers, train
 
 __all__ = ["metrics", "roc_auc", "top_decile_lift", "top_share_positives", "bootstrap", "interval", "gains_table", "calibration_table",
            "roc_table", "compare_models", "baselines", "backtest", "rule_score", "fit_logistic", "plot_evaluation", "cross_validate",
@@ -222,15 +222,22 @@ def fit_logistic(train: pl.DataFrame, names: list[str], categorical: list[str]):
     return model.fit(train.select(names).to_pandas(), train["churned"].to_numpy())
 
 
+BASELINE_MAX_ROWS = 300_000   # training rows the baselines learn from at most
+
+
 def compare_models(table: FeatureTable, split: TemporalSplit | CustomerSplit, trained, oracle: np.ndarray | None = None,
                    *, n_boot: int = 300, seed: int = 0) -> pl.DataFrame:
     """The model beside baselines that fit the data (and the simulator's oracle) on the same test rows.
+
+    The baselines learn from the training rows (beyond `BASELINE_MAX_ROWS`, a seeded sample of whole customers: a
+    logistic regression's few coefficients are settled long before).
 
     Every ROC-AUC has a 95% interval (bootstrap over customers), and `vs_model` says whether each
     baseline's difference from the model is clear or "cannot tell apart" (its paired 95% interval
     holds 0).
     """
     tr, _, te = split.frames(table.labelled())
+    tr = sample_customers(tr, BASELINE_MAX_ROWS, seed)[0]
     y = te["churned"].to_numpy()
     scores = {"lightgbm (calibrated)": (trained.predict_risk(te), True),
               **(baselines(tr, te, table.registry) if tr.height and tr["churned"].n_unique() == 2 else {})}
@@ -319,13 +326,9 @@ def held_out_folds(table: FeatureTable, trained=None) -> pl.DataFrame:
     5-fold `cross_validate` for a flat table (where there is no time to keep in order). With `trained`,
     the folds refit its parameters instead of tuning again. Beyond `FOLD_MAX_ROWS` rows, on a seeded sample of
     whole customers; the ``customers`` column says how many."""
-    n = table.frame["customer_id"].n_unique()
-    if table.frame.height > FOLD_MAX_ROWS:
-        ids = table.frame["customer_id"].unique().sort()
-        keep = ids.sample(int(len(ids) * FOLD_MAX_ROWS / table.frame.height), seed=0, shuffle=True)
-        table = FeatureTable(table.frame.filter(pl.col("customer_id").is_in(keep)), table.registry, table.snapshots,
-                             table.as_of, table.dropped)
-        n = len(keep)
+    frame, n, _ = sample_customers(table.frame, FOLD_MAX_ROWS)
+    if frame is not table.frame:
+        table = FeatureTable(frame, table.registry, table.snapshots, table.as_of, table.dropped)
     out = cross_validate(table, trained=trained) if table.is_flat else backtest(table, trained=trained)
     return out.with_columns(customers=pl.lit(n))
 

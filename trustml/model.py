@@ -798,6 +798,24 @@ def out_of_fold(table: FeatureTable, trained: TrainedModel, split: CustomerSplit
     return rows.filter(pl.col("churned") == 0) if stayers_only else rows
 
 
+def sample_customers(frame: pl.DataFrame, max_rows: int, seed: int = 0) -> tuple[pl.DataFrame, int, int]:
+    """(rows, customers kept, customers there were): a seeded sample of whole customers (each kept customer keeps
+    every snapshot) of about `max_rows` rows, or `frame` itself when it is no larger.
+
+    Examples
+    --------
+    >>> f = pl.DataFrame({"customer_id": [1, 1, 2, 2, 3, 3, 4, 4], "x": range(8)})
+    >>> rows, kept, of = sample_customers(f, 4)
+    >>> rows.height, kept, of, rows.group_by("customer_id").len()["len"].to_list()
+    (4, 2, 4, [2, 2])
+    """
+    ids = frame["customer_id"].unique().sort()
+    if frame.height <= max_rows:
+        return frame, len(ids), len(ids)
+    keep = ids.sample(int(len(ids) * max_rows / frame.height), seed=seed, shuffle=True)
+    return frame.filter(pl.col("customer_id").is_in(keep.implode())), len(keep), len(ids)
+
+
 def train(table: FeatureTable, split: TemporalSplit | CustomerSplit | None = None, *, calibration: str | None = "auto",
           monotone: bool = False, trials: int = DEFAULT_TRIALS, seed: int = 0, leakage: str = "warn", progress: bool = False,
           **params) -> tuple[TrainedModel, TemporalSplit | CustomerSplit]:
@@ -829,14 +847,10 @@ def train(table: FeatureTable, split: TemporalSplit | CustomerSplit | None = Non
     mono = registry.monotone_constraints() if monotone else None
     time = tr["snapshot_date"].to_numpy() if isinstance(split, TemporalSplit) else None
     sampled = None
-    if tr.height > TRAIN_MAX_ROWS:
-        # whole customers, seeded: each kept customer keeps all their snapshots (stated in the model card)
-        ids = tr["customer_id"].unique().sort()
-        keep = int(len(ids) * TRAIN_MAX_ROWS / tr.height)
-        chosen = ids.sample(keep, seed=seed, shuffle=True)
-        sampled = {"customers": keep, "of_customers": len(ids), "rows_before": tr.height}
-        tr = tr.filter(pl.col("customer_id").is_in(chosen))
-        sampled["rows"] = tr.height
+    if tr.height > TRAIN_MAX_ROWS:   # stated in the model card
+        rows_before = tr.height
+        tr, keep, of = sample_customers(tr, TRAIN_MAX_ROWS, seed)
+        sampled = {"customers": keep, "of_customers": of, "rows_before": rows_before, "rows": tr.height}
         time = tr["snapshot_date"].to_numpy() if isinstance(split, TemporalSplit) else None
     X, y = tr.select(registry.names), tr["churned"]
     tuning = None

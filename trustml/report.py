@@ -149,11 +149,11 @@ def execute(nb, cwd: Path, timeout: int = 900):
 def next_steps(study, folder: Path | None = None) -> str:
     """What to do next, as Markdown, naming only notebooks that run on this study's data (the quickstart's ending).
 
-    >>> class S: world = None
+    >>> class S: is_simulated = False
     >>> "ground truth" in next_steps(S()) and "notebook 10" not in next_steps(S())
     True
     """
-    simulated = study.world is not None
+    simulated = study.is_simulated
 
     def runs(prefix: str) -> bool:
         path = next(iter(sorted((folder or suite_dir()).glob(f"{prefix}_*.ipynb"))), None)
@@ -244,8 +244,11 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
         if progress:
             print(f"tracking: {tracked.note}")
         computed = {"causal_levers": None} if "causal_effects" in study.__dict__ else {}   # every lever, read
-        rows = _run_notebooks(paths, folder, out, data, mapping, (n_customers, n_months, seed, study.trials), str(cache), progress,
-                              stop, jobs, computed, _unable(study))
+        sizes, unable, source = (n_customers, n_months, seed, study.trials), _unable(study), study.source
+        del study   # the notebooks read the artifacts: this process lets the analysis go (its memory, at scale)
+        import gc
+        gc.collect()
+        rows = _run_notebooks(paths, folder, out, data, mapping, sizes, str(cache), progress, stop, jobs, computed, unable)
     except BaseException as e:
         # asyncio (inside nbclient) may turn the interrupt into a CancelledError: either way, the run was stopped
         if stop["signal"] is not None or isinstance(e, KeyboardInterrupt | asyncio.CancelledError):
@@ -256,7 +259,7 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
             signal.signal(sig, handler)
         shutil.rmtree(cache, ignore_errors=True)
     index = out / "index.html"
-    index.write_text(_index_html(rows, card, study.source), encoding="utf-8")
+    index.write_text(_index_html(rows, card, source), encoding="utf-8")
     failed = [r["name"] for r in rows if r["status"] == "failed"]
     if failed:
         reasons = "; ".join(f"{r['name']}: {r['why']}" for r in rows if r["status"] == "failed")
@@ -267,7 +270,7 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
 def _unable(study) -> dict[str, str]:
     """What this study cannot give a notebook (a notebook's metadata ``trustml.needs`` lists what it needs), and why."""
     out = {"survival": study.survival_problem} if study.survival_problem else {}
-    if study.events is None:
+    if not study.has_events:
         out["events"] = "this data is a flat table, not an event log"
     return out
 

@@ -39,7 +39,8 @@ from scipy.special import expit
 
 from trustml.pillars import EVENT_TYPES, TRUST_PILLARS
 
-__all__ = ["Policy", "Campaign", "OFFERS", "campaign_effects", "SimConfig", "World", "simulate", "simulate_to_dir", "true_effects", "write_world", "read_world", "read_truth",
+__all__ = ["Policy", "Campaign", "OFFERS", "campaign_effects", "SimConfig", "World", "simulate", "simulate_to_dir", "true_effects", "leading_customers",
+           "write_world", "read_world", "read_truth",
            "EVENT_TYPE_DTYPE", "VALUES_EVENT_TYPE_DTYPE", "CHUNK_SIZE"]
 
 VALUES_EVENT_TYPES = tuple(e for e, t in EVENT_TYPES.items() if t.pillar == "values")
@@ -58,7 +59,8 @@ OFFERS = ("service_call", "discount", "promise_followup", "goodwill_credit")
 
 @dataclass(frozen=True)
 class Campaign:
-    """A randomised retention campaign in month `month` (0-based): `share` of active customers get `offer`.
+    """A randomised retention campaign in month `month` (0-based; negative counts back from the world's end, -6 = six
+    months before it, so one setting fits any length): `share` of active customers get `offer`.
 
     Assignment is `trustml.campaigns.assign(ids, share, seed)`, so the analysis can rebuild it.
     Offers (their true effects, drawn from the customer's hidden state):
@@ -83,6 +85,20 @@ class Campaign:
             raise ValueError(f"Campaign.offer must be one of {OFFERS}, got {self.offer!r}")
         if not 0 <= self.share <= 1:
             raise ValueError(f"Campaign.share must be in [0, 1], got {self.share}")
+
+    def month_in(self, n_months: int) -> int:
+        """The campaign's month (0-based) in a world of `n_months`: a negative `month` counts back from its end.
+
+        Examples
+        --------
+        >>> Campaign("service_call", month=-6).month_in(12), Campaign("service_call", month=4).month_in(12)
+        (6, 4)
+        """
+        m = self.month + n_months if self.month < 0 else self.month
+        if not 0 <= m < n_months:
+            raise ValueError(f"Campaign.month must be in [-{n_months}, {n_months}) for a {n_months}-month world "
+                             f"(negative: months before its end), got {self.month}")
+        return m
 
 
 @dataclass(frozen=True)
@@ -363,14 +379,12 @@ class _Block:
         """(assigned to treatment and active by the campaign month, would abuse a goodwill credit), per customer."""
         from trustml.campaigns import assign
         ids = [f"C{self.first_id + i:07d}" for i in range(self.n)]
-        treated = assign(ids, c.share, c.seed) & (self.signup_month <= c.month)
+        treated = assign(ids, c.share, c.seed) & (self.signup_month <= c.month_in(self.M))
         abuse = np.random.default_rng(np.random.SeedSequence([*self.seed_key, 7919])).random(self.n) < 0.15
         return treated, abuse
 
     def _campaign(self, c: Campaign, P: dict, price: np.ndarray, n_mkt, t_broken, s_kept) -> np.ndarray:
-        m, M = c.month, self.M
-        if not 0 <= m < M:
-            raise ValueError(f"Campaign.month must be in [0, {M}), got {m}")
+        m, M = c.month_in(self.M), self.M
         treated, abuse = self.campaign_state(c)
         lo = max(m - 2, 0)
         if c.offer != "goodwill_credit":
@@ -516,6 +530,21 @@ def _blocks(n_customers: int):
         yield b, first, min(CHUNK_SIZE, n_customers - first)
 
 
+def leading_customers(n: int) -> pl.Expr:
+    """Rows of the first `n` customers (`n` a multiple of `CHUNK_SIZE`): blocks are independent draws seeded by
+    (seed, block), so a world of `n` customers holds exactly these customers of any larger world with the same seed,
+    and a truth simulated for `n` customers serves them.
+
+    Examples
+    --------
+    >>> pl.DataFrame({"customer_id": ["C0000001", "C0050000", "C0050001"]}).filter(leading_customers(50_000)).height
+    2
+    """
+    if n % CHUNK_SIZE:
+        raise ValueError(f"leading customers come in whole blocks of {CHUNK_SIZE:,}, got {n:,}")
+    return pl.col("customer_id") <= f"C{n:07d}"
+
+
 def simulate(n_customers: int = 20_000, n_months: int = 24, seed: int = 0, *,
              policy: Policy = Policy(), config: SimConfig = SimConfig(), progress: bool = False) -> World:
     """Simulate `n_customers` over `n_months` (in memory). Same seed, same bytes."""
@@ -574,7 +603,7 @@ def campaign_effects(n_customers: int, n_months: int, seed: int, campaign: Campa
     >>> bool(eff["effect"].min() < 0 < eff["effect"].max())   # persuadables and sleeping dogs
     True
     """
-    m, h = campaign.month, horizon_months
+    m, h = campaign.month_in(n_months), horizon_months
     everyone = dataclasses.replace(campaign, share=1.0)
     out = []
     for b, first, n in _blocks(n_customers):

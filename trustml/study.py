@@ -26,9 +26,11 @@ from trustml.features import FeatureTable, Snapshots, build_features
 from trustml.model import DEFAULT_TRIALS, fingerprint, train
 from trustml.pillars import TRUST_PILLARS
 
-__all__ = ["Study", "setup_notebook", "CAUSAL_MAX_ROWS"]
+__all__ = ["Study", "setup_notebook", "CAUSAL_MAX_ROWS", "TRUTH_MAX_CUSTOMERS"]
 
 CAUSAL_MAX_ROWS = 60_000   # labelled rows for double ML at most (a seeded sample of whole customers beyond it)
+FEATURE_PART_CUSTOMERS = 50_000   # features are built in customer partitions of about this many beyond it
+TRUTH_MAX_CUSTOMERS = 100_000  # the simulator's counterfactual truth is simulated for the first customers at most (2 blocks)
 
 
 def _key(data, mapping, n_customers, n_months, seed, trials) -> dict:
@@ -37,6 +39,10 @@ def _key(data, mapping, n_customers, n_months, seed, trials) -> dict:
         return {"data": "simulated", "n_customers": n_customers, "n_months": n_months, "seed": seed, "trials": trials}
     m = Path(mapping) if mapping is not None and Path(mapping).exists() else mapping
     return {"data": str(Path(data).resolve()), "mapping": str(m.resolve()) if isinstance(m, Path) else str(m), "trials": trials}
+
+
+def _WORLD_EVENTS():  # noqa: N802  (a marker: the events are the world's own)
+    raise AssertionError("never called")
 
 
 def _read_world(folder: Path):
@@ -151,8 +157,13 @@ def stage(write=_write_value, read=_read_value):
 
 
 def _features(customers, events, snapshots, spec, as_of, cluster) -> FeatureTable:
-    """`build_features`, on Dask when `cluster` is given (the tables pass through a private temporary folder)."""
+    """`build_features`, on Dask when `cluster` is given (the tables pass through a private temporary folder); beyond
+    `FEATURE_PART_CUSTOMERS` customers, in customer partitions one after another (the memory of one partition)."""
     kwargs = {} if spec is None else {"spec": spec}
+    if cluster is None and customers.height > FEATURE_PART_CUSTOMERS:
+        from trustml.distributed import features_in_parts
+        return features_in_parts(customers, events, snapshots, as_of=as_of, parts=-(-customers.height // FEATURE_PART_CUSTOMERS),
+                                 **kwargs)
     if cluster is None:
         return build_features(customers, events, snapshots, as_of=as_of, **kwargs)
     import shutil
@@ -187,7 +198,8 @@ class Study:
     """Everything one analysis needs, computed on first use. Build it with `Study.load`."""
 
     def __init__(self, table: FeatureTable, *, source: dict, world=None, mapping=None, events=None, trials: int | None = None):
-        self.table, self.source, self.world, self.mapping, self.events = table, source, world, mapping, events
+        self.table, self.source, self.mapping = table, source, mapping
+        self.world, self.events = world, events  # or, opened from artifacts, read on first use (see `open`)
         self.trials = DEFAULT_TRIALS if trials is None else trials
         from trustml.contract import DataWarnings
         self.warnings = DataWarnings()   # odd but not wrong things in the input, shown first in summaries and reports
@@ -196,6 +208,40 @@ class Study:
         self.cluster = None                 # Dask for features and explanations (see `load`); None: this process
 
     # -- construction ------------------------------------------------------------------------
+    # the simulated world and the event log: large (about 130 events a customer), so a study opened from artifacts
+    # reads them on first use (a notebook that shows stages never does)
+    @property
+    def world(self):
+        w = self.__dict__["_world"]
+        if callable(w):
+            w = self.__dict__["_world"] = w()
+        return w
+
+    @world.setter
+    def world(self, value) -> None:
+        self.__dict__["_world"] = value
+
+    @property
+    def events(self) -> pl.DataFrame | None:
+        e = self.__dict__["_events"]
+        if callable(e):
+            e = self.__dict__["_events"] = self.world.events if e is _WORLD_EVENTS else e()
+        return e
+
+    @events.setter
+    def events(self, value) -> None:
+        self.__dict__["_events"] = value
+
+    @property
+    def is_simulated(self) -> bool:
+        """Data from the trust-world simulator, with its ground truth."""
+        return self.source.get("kind") == "simulated"
+
+    @property
+    def has_events(self) -> bool:
+        """An event log (False for a flat table), known without reading it."""
+        return self.__dict__["_events"] is not None
+
     @classmethod
     def load(cls, data: str | Path | None = None, mapping: str | Path | None = None, *, n_customers: int = 3000,
              n_months: int = 18, seed: int = 0, trials: int | None = None, artifacts: str | Path | None = None,
@@ -274,7 +320,7 @@ class Study:
         folder.mkdir(parents=True, exist_ok=True)
         self.table.write(folder / "features.parquet")
         self.trained.save(folder / "model")
-        if self.world is not None:
+        if self.is_simulated:
             write_world(self.world, folder / "world")
         elif self.events is not None:
             self.events.write_parquet(folder / "events.parquet")
@@ -298,10 +344,9 @@ class Study:
         table = FeatureTable.read(folder / "features.parquet")
         world = events = None
         if (folder / "world").is_dir():
-            world = _read_world(folder / "world")
-            events = world.events
+            world, events = (lambda: _read_world(folder / "world")), _WORLD_EVENTS   # read on first use
         elif (folder / "events.parquet").exists():
-            events = pl.read_parquet(folder / "events.parquet")
+            events = lambda: pl.read_parquet(folder / "events.parquet")  # noqa: E731
         mapping = None if meta["mapping"] is None else load_mapping(meta["mapping"])
         if mapping is not None:
             from trustml.privacy import use_secret_salt
@@ -355,7 +400,7 @@ class Study:
     @cached_property
     def oracle(self) -> np.ndarray | None:
         """The simulator's true churn probability for the test rows (None for real data)."""
-        if self.world is None:
+        if not self.is_simulated:
             return None
         keys = self.test.select("customer_id", pl.col("snapshot_date").alias("month_start"))
         return keys.join(self.world.truth, on=["customer_id", "month_start"], how="left", maintain_order="left")["churn_prob"].to_numpy()
@@ -435,7 +480,7 @@ class Study:
     def causal_effects(self) -> dict:
         """Causal lever effects from the observed tables (double machine learning, `trustml.causal`); needs an event log."""
         from trustml.causal import lever_effects
-        if self.events is None:
+        if not self.has_events:
             raise ValueError("causal lever effects need an event log (exposures are computed from events); this data is a flat table")
         return lever_effects(self.causal_rows, self.events, self.registry, seed=self.source.get("seed", 0))
 
@@ -443,17 +488,14 @@ class Study:
     def causal_rows(self) -> pl.DataFrame:
         """The labelled rows causal effects are estimated on: all of them, or beyond `CAUSAL_MAX_ROWS` a seeded sample of
         whole customers (every snapshot of a kept customer), the same rows for the estimate and its truth."""
-        rows = self.table.labelled()
-        if rows.height <= CAUSAL_MAX_ROWS:
-            return rows
-        ids = rows["customer_id"].unique().sort()
-        keep = ids.sample(int(len(ids) * CAUSAL_MAX_ROWS / rows.height), seed=self.source.get("seed", 0), shuffle=True)
-        return rows.filter(pl.col("customer_id").is_in(keep))
+        from trustml.model import sample_customers
+        rows = self._truth_scoped(self.table.labelled())   # on the simulator: customers whose truth is simulated
+        return sample_customers(rows, CAUSAL_MAX_ROWS, self.source.get("seed", 0))[0]
 
     def lever_effects(self, levers: list[str] | None = None) -> dict | None:
         """Causal lever effects for what-ifs: None without an event log; every lever (`causal_effects`, computed
         once) when `levers` is None; else only `levers`, estimated here (about 10 s each at the default size)."""
-        if self.events is None:
+        if not self.has_events:
             return None
         if levers is None:
             return self.causal_effects
@@ -488,11 +530,11 @@ class Study:
     def causal_truth(self) -> pl.DataFrame | None:
         """The simulator's true per-row effect of each lever in `causal_effects`, on the same rows and estimand
         (common random numbers; `trustml.causal.simulator_truth`); None for real data."""
-        if self.world is None:
+        if not self.is_simulated:
             return None
         from trustml.causal import simulator_truth
         s = self.source
-        return simulator_truth(self.causal_rows, n_customers=s["customers"], n_months=s["months"], seed=s["seed"],
+        return simulator_truth(self.causal_rows, n_customers=self.truth_customers, n_months=s["months"], seed=s["seed"],
                                levers=list(self.causal_effects), effects=self.lever_truth)
 
     @stage(_write_survival, _read_survival)
@@ -534,48 +576,71 @@ class Study:
         return retention_economics(self.latest_risk, value, value_basis=basis)
 
     @cached_property
+    def truth_customers(self) -> int | None:
+        """Customers the simulator's truth checks cover (None for real data): every customer up to
+        `TRUTH_MAX_CUSTOMERS`, beyond it the first `TRUTH_MAX_CUSTOMERS`. The simulator draws customers in independent
+        blocks, so they are a random sample like any other, and their truth is simulated without the rest."""
+        if not self.is_simulated:
+            return None
+        return min(int(self.source["customers"]), TRUTH_MAX_CUSTOMERS)
+
+    def _truth_scoped(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame`'s rows of the customers the truth covers (all rows for real data and up to `TRUTH_MAX_CUSTOMERS`)."""
+        if self.truth_customers is None or self.truth_customers >= int(self.source["customers"]):
+            return frame
+        from trustml.simulator import leading_customers
+        return frame.filter(leading_customers(self.truth_customers))
+
+    @cached_property
     def lever_truth(self) -> pl.DataFrame | None:
         """The simulator's true effect of each lever's policy (`explanations.LEVERS`, the same policies as
         `causal.CAUSAL_LEVERS`, a test checks) per customer-month, simulated once for `truth`, `whatif_truth` and
         `causal_truth` (common random numbers); None for real data. Not saved: `compute` lets it go once those
         stages are done."""
-        if self.world is None:
+        if not self.is_simulated:
             return None
         from trustml.explanations import LEVERS
         from trustml.simulator import Policy, true_effects
         s = self.source
-        return true_effects(s["customers"], s["months"], s["seed"], {p: Policy(**v) for p, v in LEVERS.items()},
+        return true_effects(self.truth_customers, s["months"], s["seed"], {p: Policy(**v) for p, v in LEVERS.items()},
                             config=self.world.config)
 
     @stage()
     def truth(self) -> dict | None:
-        """Explanations vs the simulator's truth (None for real data)."""
-        if self.world is None:
+        """Explanations vs the simulator's truth on the test rows of `truth_customers` (None for real data)."""
+        if not self.is_simulated:
             return None
         from trustml.explanations import truthfulness
-        return truthfulness(self.trained, self.test, self.world.truth, n_customers=self.source["customers"],
-                            n_months=self.source["months"], seed=self.source["seed"], expl=self.explanation,
-                            effects=self.lever_truth)
+        test, expl = self.test, self.explanation
+        if self.truth_customers < self.source["customers"]:
+            from trustml.simulator import leading_customers
+            keep = test.select(leading_customers(self.truth_customers)).to_series().to_numpy()
+            test, expl = test.filter(pl.Series(keep)), expl[keep]
+        return truthfulness(self.trained, test, self.world.truth, n_customers=self.truth_customers,
+                            n_months=self.source["months"], seed=self.source["seed"], expl=expl, effects=self.lever_truth)
 
     @stage()
     def whatif_truth(self) -> dict | None:
-        """The model's what-if answers for the 100 riskiest test rows beside the simulator's true effects
+        """The model's what-if answers for the 100 riskiest test rows (of `truth_customers`) beside the simulator's true effects
         (`trustml.whatif.whatif_vs_truth`); None for real data."""
-        if self.world is None:
+        if not self.is_simulated:
             return None
         from trustml.whatif import whatif_vs_truth
         s = self.source
-        return whatif_vs_truth(self.trained, self.test, n_customers=s["customers"], n_months=s["months"], seed=s["seed"], top_n=100,
-                               effects=self.lever_truth)
+        return whatif_vs_truth(self.trained, self._truth_scoped(self.test), n_customers=self.truth_customers, n_months=s["months"],
+                               seed=s["seed"], top_n=100, effects=self.lever_truth)
 
     @stage()
     def survival_truth(self) -> dict | None:
         """Survival curves and lifetime value beside the simulator's true ones (`trustml.survival.versus_truth`,
-        6 months); None for real data."""
-        if self.world is None:
+        6 months, on `truth_customers`); None for real data."""
+        if not self.is_simulated:
             return None
+        import dataclasses
+
         from trustml.survival import versus_truth
-        return versus_truth(self.table, self.world, 6, seed=self.source["seed"])
+        table = dataclasses.replace(self.table, frame=self._truth_scoped(self.table.frame))
+        return versus_truth(table, self.world, 6, seed=self.source["seed"])
 
     def compute(self, stages: list[str] | None = None, *, progress: bool = False, jobs: int = 1) -> Study:
         """Compute `stages` (default: every stage that applies to this data) once, e.g. before `save`.
@@ -587,7 +652,7 @@ class Study:
         if stages is None:
             stages = ["comparison", "calibration", "folds", "explanation", "pillars", "directions", "latest", "latest_risk",
                       "economics"]
-            if self.world is not None:
+            if self.is_simulated:
                 stages += ["truth", "whatif_truth", "causal_effects", "causal_truth", "survival_truth"]
         stages = list(stages)
         bar = None
@@ -609,7 +674,7 @@ class Study:
         try:
             beside = []
             if jobs > 1:
-                truth = self.world is not None and any(n in stages for n in ("truth", "whatif_truth", "causal_truth"))
+                truth = self.is_simulated and any(n in stages for n in ("truth", "whatif_truth", "causal_truth"))
                 beside = [n for n in ("causal_effects",) if n in stages] + (["lever_truth"] if truth else []) \
                     + [n for n in ("causal_truth",) if n in stages]
             if beside:
@@ -692,7 +757,7 @@ class Study:
 
     def _limitations(self) -> list[str]:
         out = ["Explanations describe the model, not causes: a what-if is the model's answer, not an experiment's."]
-        if self.world is not None:
+        if self.is_simulated:
             out += ["Trained and tested on simulated data: real customers differ; re-train and re-check on your own.",
                     "Ticket counts are confounded with usage (heavy users open more tickets): read them as context, not as a lever."]
         if self.table.is_flat:
