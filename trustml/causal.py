@@ -240,6 +240,12 @@ def _of_types(events: pl.DataFrame, types) -> pl.Expr:
     return pl.col("event_type").cast(pl.String).is_in(list(types))
 
 
+def _events_of(frame: pl.DataFrame, events: pl.DataFrame, id_column: str) -> pl.DataFrame:
+    """The events of `frame`'s customers only (every exposure and trait is per customer): on a sample of customers
+    the windowed sums then read a sample of the events, not all of them."""
+    return events.filter(pl.col(id_column).is_in(frame[id_column].unique().implode()))
+
+
 def _lever_event_types() -> set[str]:
     """Every event type any causal lever's exposure, traits or volume reads."""
     return {t for lv in CAUSAL_LEVERS.values() for t in (*lv.events, *lv.volume)}
@@ -511,6 +517,7 @@ def lever_effect(frame: pl.DataFrame, events: pl.DataFrame, registry: FeatureReg
     if "churned" not in frame.columns:
         raise ValueError("lever_effect needs labelled rows (a 'churned' column): pass table.labelled()")
     frame = frame.filter(pl.col("churned").is_not_null())
+    events = _events_of(frame, events, id_column)
     exp = exposures(frame, events, lever, half_life_days=half_life_days, id_column=id_column)
     k = len(lever.exposure())
     names = controls_for(registry, lever)
@@ -551,6 +558,7 @@ def lever_effects(frame: pl.DataFrame, events: pl.DataFrame, registry: FeatureRe
     names = list(levers or CAUSAL_LEVERS)
     have = set(events["event_type"].unique().cast(pl.String).to_list())
     names = [n for n in names if set(CAUSAL_LEVERS[n].events) <= have]
+    events = _events_of(frame, events, kwargs.get("id_column", "customer_id"))   # once for every lever
     if progress:
         from tqdm.auto import tqdm
         names = tqdm(names, desc="causal effects", unit="lever")
