@@ -341,15 +341,14 @@ def features_in_parts(customers: pl.DataFrame, events: pl.DataFrame, snapshots: 
                        pl.col("event_type").cast(pl.String).drop_nulls().unique().implode().alias("types"))
     stats = [{"lo": ev["lo"][0], "hi": ev["hi"][0], "types": ev["types"][0].to_list()}]
     types, as_of, kept, dropped, glob = _whole_data_plan(stats, customers.schema, snapshots, spec, as_of)
-    c_parts, e_parts = _split(customers, _ID, parts), _split(events, _ID, parts)
+    # one partition's rows at a time (a split of the whole event log at once would copy it)
+    c_bucket, e_bucket = _bucket(customers, _ID, parts), _bucket(events, _ID, parts)
     pieces = range(parts)
     if progress:
         from tqdm.auto import tqdm
         pieces = tqdm(pieces, desc="features", unit="part")
-    frames = []
-    for p in pieces:
-        frames.append(_features_part([c_parts[p]], [e_parts[p]], glob, kept, as_of, types))
-        c_parts[p] = e_parts[p] = None   # let each partition's input go once built
+    frames = [_features_part([customers.filter(c_bucket == p)], [events.filter(e_bucket == p)], glob, kept, as_of, types)
+              for p in pieces]
     frame = pl.concat([f for f in frames if f is not None], how="vertical").sort("snapshot_date", _ID)
     return FeatureTable(frame, FeatureRegistry(tuple(_feature_of(s) for s in kept)), snapshots, as_of, dropped)
 
