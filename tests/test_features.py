@@ -16,6 +16,7 @@ SPEC = (
     FeatureSpec("usage", "mean", 45), FeatureSpec("usage", "sum", 45), FeatureSpec("usage", "trend", 90),
     FeatureSpec("usage", "days_since", 60), FeatureSpec("marketing_contact", "decayed", 90),
     FeatureSpec("ticket_opened", "max", 30), FeatureSpec("tenure_days", "attribute", pillar="account"),
+    FeatureSpec("usage", "rate", 365),
 )
 
 event = st.tuples(st.integers(0, 4), st.integers(0, 200 * 24), st.sampled_from(TYPES[:-1]),
@@ -167,3 +168,26 @@ def test_days_since_never_exceeds_tenure():
     old = t.frame.filter(pl.col("customer_id") == "old").row(0, named=True)
     assert new["referral_given__days_since_365d"] == new["tenure_days"] == 2.0 and new["usage__days_since_90d"] == 1.0
     assert old["referral_given__days_since_365d"] == 274.0 and old["usage__days_since_90d"] == 20.0   # facts unchanged
+
+
+def test_rate_is_events_a_month_over_the_window_or_the_tenure():
+    """rate: the window's count x 30 / the days covered (the tenure if shorter, at least 30); no event is 0."""
+    customers = pl.DataFrame({"customer_id": ["old", "mid", "new", "idle"],
+                              "signup_date": [dt.date(2022, 1, 1), dt.date(2023, 12, 2), dt.date(2024, 2, 20), dt.date(2023, 1, 1)]})
+    old = [dt.datetime(2023, 3, 10) + dt.timedelta(days=8 * i) for i in range(40)] + [dt.datetime(2022, 6, 1)] * 5  # 5 outside 365d
+    mid = [dt.datetime(2023, 12, 10) + dt.timedelta(days=i) for i in range(45)]
+    new = [dt.datetime(2024, 2, 25)] * 3
+    rows = [("old", t) for t in old] + [("mid", t) for t in mid] + [("new", t) for t in new] + [("idle", dt.datetime(2023, 2, 1))]
+    events = pl.DataFrame({"customer_id": [c for c, _ in rows], "timestamp": [t for _, t in rows],
+                           "event_type": ["usage"] * (len(rows) - 1) + ["ticket_opened"], "value": [None] * len(rows)},
+                          schema_overrides={"value": pl.Float64})
+    spec = (FeatureSpec("usage", "rate", 365), FeatureSpec("usage", "count", 365), FeatureSpec("tenure_days", "attribute", pillar="account"))
+    t = build_features(customers, events, Snapshots(churn="inactivity", start=dt.date(2024, 3, 1), end=dt.date(2024, 3, 1),
+                                                    active_gap_days=400), spec, as_of=dt.datetime(2024, 3, 2))
+    got = dict(zip(t.frame["customer_id"], t.frame["usage__rate_365d"], strict=True))
+    count = dict(zip(t.frame["customer_id"], t.frame["usage__count_365d"], strict=True))
+    assert count["old"] == 40 and got["old"] == pytest.approx(40 * 30 / 365)
+    assert got["mid"] == pytest.approx(45 * 30 / 90)        # tenure 90 days < 365: its own months
+    assert got["new"] == pytest.approx(3.0)                  # 10 days old: at least 30 days covered
+    assert got["idle"] == 0.0
+    assert t.registry["usage__rate_365d"].unit == "events a month"

@@ -32,8 +32,9 @@ from trustml.pillars import EVENT_TYPES, PILLARS, pillar_of_event
 __all__ = ["FeatureSpec", "Feature", "FeatureRegistry", "Snapshots", "FeatureTable", "DEFAULT_SPEC", "VALUES_SPEC",
            "build_features", "snapshot_dates", "AGGREGATIONS", "event_summary", "signal_profile", "plot_signal_profile"]
 
-AGGREGATIONS = ("count", "sum", "mean", "max", "days_since", "share", "trend", "decayed", "attribute")
-_UNITS = {"count": "events", "decayed": "events (recency-weighted)", "days_since": "days", "share": "share 0-1", "trend": "ratio (1 = steady)"}
+AGGREGATIONS = ("count", "sum", "mean", "max", "days_since", "share", "trend", "decayed", "rate", "attribute")
+_UNITS = {"count": "events", "decayed": "events (recency-weighted)", "days_since": "days", "share": "share 0-1", "trend": "ratio (1 = steady)",
+          "rate": "events a month"}
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,9 @@ class FeatureSpec:
     agg: count | sum | mean | max (of the event value) | days_since (last event, capped at the
     window) | share (count of `events` / count of `events` + `denominator`) | trend (count in the
     last 30 days / the window's monthly average) | decayed (count in the window, each event
-    weighted 0.5 ** (age / half_life_days): recent events count most) | attribute (a `customers` column, or
-    'tenure_days').
+    weighted 0.5 ** (age / half_life_days): recent events count most) | rate (events a month: the count in the
+    window x 30 / the days it covers, the window or the customer's tenure if shorter, at least 30; a long window
+    gives the customer's long-run rate, comparable across tenures) | attribute (a `customers` column, or 'tenure_days').
     direction: +1 if more of it should raise churn risk, -1 if it should lower it, 0 if unknown
     or non-monotone (e.g. marketing contact: a little is welcome, too much erodes trust).
     """
@@ -179,6 +181,7 @@ def _describe(s: FeatureSpec) -> str:
         "share": f"Share of '{what}' among '{what}' + '{' or '.join(s.denominator).replace('_', ' ')}' {w}.",
         "decayed": f"'{what}' events in the last {s.window_days} days, weighted by recency (half-life {s.half_life_days:g} days).",
         "trend": f"'{what}' events in the last 30 days relative to the {s.window_days}-day monthly average.",
+        "rate": f"'{what}' events a month over the last {s.window_days} days (or since signup, if shorter).",
         "attribute": f"Customer attribute '{s.signal or s.events[0]}'.",
     }[s.agg]
 
@@ -251,6 +254,24 @@ DEFAULT_SPEC: tuple[FeatureSpec, ...] = (
     _S("tenure_days", "attribute", pillar="account", unit="days", description="Days since signup."),
     _S("plan", "attribute", pillar="account", unit="category", categorical=True, description="Plan or segment."),
     _S("monthly_price", "attribute", pillar="account", unit="currency", description="Monthly price at signup."),
+    # long-run habits (added for time to churn: what a customer keeps doing predicts the months ahead; a
+    # contact's value is 1 if the customer engaged with it, so the sums count engaged contacts)
+    _S("marketing_contact", "sum", 30, signal="marketing_engaged", unit="contacts",
+       description="Marketing contacts the customer engaged with, last 30 days."),
+    _S("marketing_contact", "sum", 90, signal="marketing_engaged", unit="contacts",
+       description="Marketing contacts the customer engaged with, last 90 days."),
+    _S("marketing_contact", "mean", 365, signal="marketing_engagement", unit="share 0-1",
+       description="Share of marketing contacts the customer engaged with, last 365 days."),
+    _S("marketing_contact", "mean", 1095, signal="marketing_engagement", unit="share 0-1",
+       description="Share of marketing contacts the customer engaged with, last 3 years (about the whole tenure)."),
+    _S("marketing_contact", "rate", 365, description="Marketing contacts a month, last 365 days (or since signup)."),
+    _S("marketing_contact", "rate", 1095, description="Marketing contacts a month, last 3 years (or since signup)."),
+    _S(("price_change_announced", "price_change_unannounced"), "sum", 1095, signal="price_change_pct", unit="%",
+       description="Total price change in the last 3 years (about the whole tenure), %."),
+    _S("ticket_opened", "rate", 365, description="Support tickets a month, last 365 days (or since signup)."),
+    _S("ticket_opened", "rate", 1095, description="Support tickets a month, last 3 years (or since signup)."),
+    _S("usage", "rate", 365, description="Product sessions a month, last 365 days (or since signup)."),
+    _S("usage", "rate", 1095, description="Product sessions a month, last 3 years (or since signup): the customer's long-run usage."),
 )
 # values alignment: add to a spec when the data has values events (e.g. simulate(config=SimConfig(values_events=True)))
 VALUES_SPEC: tuple[FeatureSpec, ...] = (
@@ -353,7 +374,7 @@ def _event_expr(spec: FeatureSpec, d: dt.datetime) -> pl.Expr:
     since = ts >= pl.lit(d - dt.timedelta(days=spec.window_days))  # events are already filtered to ts < d
     cond = in_types & since
     name = spec.name
-    if spec.agg == "count":
+    if spec.agg in ("count", "rate"):   # rate: divided by the days covered once the tenure is known (`_fill_expr`)
         return cond.sum().cast(pl.Float64).alias(name)
     if spec.agg in ("sum", "max", "mean"):
         x = v.filter(cond)
@@ -380,7 +401,17 @@ def _tenure_at(d: dt.datetime) -> pl.Expr:  # days since signup at snapshot `d`
 
 def _fill_value(spec: FeatureSpec) -> float | None:
     """What a feature is for a customer with no events in its window: counts are 0, means unknown."""
-    return 0.0 if spec.agg in ("count", "sum", "decayed") else (float(spec.window_days) if spec.agg == "days_since" else None)
+    return 0.0 if spec.agg in ("count", "sum", "decayed", "rate") else (float(spec.window_days) if spec.agg == "days_since" else None)
+
+
+def _fill_expr(spec: FeatureSpec) -> pl.Expr:
+    """A feature's final value from its aggregate and the customer's tenure (days) at the snapshot, `_tenure_now`."""
+    x = pl.col(spec.name).fill_null(_fill_value(spec))
+    if spec.agg == "days_since":
+        x = pl.min_horizontal(x, pl.col("_tenure_now"))
+    elif spec.agg == "rate":   # per 30 days of the window the customer was here for (at least 30 days)
+        x = x * 30.0 / pl.col("_tenure_now").clip(30.0, float(spec.window_days))
+    return x.alias(spec.name)
 
 
 def _attribute_expr(spec: FeatureSpec, d: dt.datetime, schema: pl.Schema) -> pl.Expr:
@@ -497,8 +528,7 @@ def build_features(
     labelled = horizon_end <= pl.lit(as_of)
     # no event in the window: counts are 0; days_since is the window, but never more than the customer's tenure (a
     # 2-day-old customer has not gone "365 days without a post"); `_tenure_now` is dropped by the final select
-    fills = [(pl.min_horizontal(pl.col(s.name).fill_null(_fill_value(s)), pl.col("_tenure_now")) if s.agg == "days_since"
-              else pl.col(s.name).fill_null(_fill_value(s))).alias(s.name) for s in event_specs if _fill_value(s) is not None]
+    fills = [_fill_expr(s) for s in event_specs if _fill_value(s) is not None]
     registry = FeatureRegistry(tuple(_feature_of(s) for s in kept))
 
     def finish(lz: pl.LazyFrame, ends: pl.LazyFrame) -> pl.LazyFrame:
