@@ -117,6 +117,17 @@ def test_true_hazards_match_the_truth_table_and_stop_at_the_simulation(sim):
     assert np.isnan(sv.true_survival(world, late, 3, grid=grid)).all()   # the as-of month was never simulated
 
 
+def test_true_hazards_replay_only_the_blocks_asked_for(monkeypatch):
+    import trustml.simulator as simulator
+    monkeypatch.setattr(simulator, "CHUNK_SIZE", 200)
+    world = simulator.simulate(500, 10, 1)
+    full = sv.true_hazard_grid(world)
+    part = sv.true_hazard_grid(world, pl.Series(["C0000250", "C0000399"]))
+    assert part.equals(full.filter(pl.col("customer_id").is_between(pl.lit("C0000201"), pl.lit("C0000400"))))
+    rows = full.filter(pl.col("customer_id") == "C0000250").head(1).rename({"month_start": "snapshot_date"})
+    assert np.array_equal(sv.true_survival(world, rows, 4), sv.true_survival(world, rows, 4, grid=full), equal_nan=True)
+
+
 def test_pillar_attributions_sum_exactly(sim):
     _, _, _, test, surv = sim
     rows = test.head(7)

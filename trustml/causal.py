@@ -142,7 +142,8 @@ CAUSAL_LEVERS: dict[str, CausalLever] = {
         lambda: [((pl.col("month_rank") >= lo) & (pl.col("month_rank") <= hi) & (pl.col("value").fill_null(0) == engaged)).cast(pl.Float64)
                  for lo, hi in ((2, 3), (4, 99)) for engaged in (1, 0)],
         lambda: [pl.lit(0.0)] * 4,
-        ("marketing_contact", "marketing_engagement"), "at most one marketing contact a month",
+        # affected: every feature the cap changes: contacts (counts, rates), engaged contacts, the engagement share
+        ("marketing_contact", "marketing_engaged", "marketing_engagement"), "at most one marketing contact a month",
         {"max_marketing_per_month": 1}, unit="2nd-3rd and 4th+ contacts of a month, engaged / ignored (recency-weighted)",
         # traits that do not encode how many contacts came (that is the treatment itself: a share per time rank or per
         # month count is null or not, and shifts, with the counts): the share of contacts engaged with in months of 2+

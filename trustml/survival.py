@@ -878,16 +878,20 @@ def temporal_holdout(table: FeatureTable, horizon: int = 12) -> tuple[dt.date, p
 
 # --- the simulator's truth ----------------------------------------------------------------------
 
-def true_hazard_grid(world) -> pl.DataFrame:
+def true_hazard_grid(world, customers: pl.Series | None = None) -> pl.DataFrame:
     """The simulator's true monthly hazard for every customer and simulated month (customer_id, month_start, churn_prob).
 
     `world.truth` stops at a customer's churn month; a survival curve from an earlier snapshot needs
     the months after it too (what the hazard would have been), so the blocks are replayed with the
     world's seed, config and policy (the same draws: rows shared with `world.truth` are identical).
+    `customers`: replay only the blocks that hold these customer ids.
     """
-    from trustml.simulator import _Block, _blocks
+    from trustml.simulator import CHUNK_SIZE, _Block, _blocks
+    need = None if customers is None else set((customers.str.slice(1).cast(pl.Int64) - 1) // CHUNK_SIZE)
     parts = []
     for b, first, n in _blocks(world.customers.height):
+        if need is not None and b not in need:
+            continue
         block = _Block(first + 1, n, world.n_months, world.seed, b, world.config)
         grids, _ = block.play(world.policy)
         M = world.n_months
@@ -895,6 +899,8 @@ def true_hazard_grid(world) -> pl.DataFrame:
         parts.append(pl.DataFrame({"customer_id": np.repeat(ids, M),
                                    "month_start": np.tile(block.months[:M].astype("datetime64[D]"), n),
                                    "churn_prob": grids["hazard"].ravel()}))
+    if not parts:
+        return pl.DataFrame(schema={"customer_id": pl.String, "month_start": pl.Date, "churn_prob": pl.Float64})
     return pl.concat(parts)
 
 
@@ -904,7 +910,7 @@ def true_survival(world, frame: pl.DataFrame, horizon: int = 12, *, grid: pl.Dat
     The true hazards include each customer's future trust shocks (tickets, broken promises after d), so
     this curve knows more than anything observable at d: a bound for models, not a target they can reach.
     """
-    grid = true_hazard_grid(world) if grid is None else grid
+    grid = true_hazard_grid(world, frame["customer_id"].unique()) if grid is None else grid
     keys = frame.select("customer_id", "snapshot_date").with_row_index("_row")
     ks = pl.DataFrame({"_k": list(range(1, horizon + 1))}, schema={"_k": pl.Int64})
     long = (keys.join(ks, how="cross").with_columns(month_start=_offset(pl.col("_k") - 1))
