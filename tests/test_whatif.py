@@ -79,11 +79,15 @@ def test_costs_change_the_chosen_plan(model, latest):
     row = latest[int(np.argmax(model.predict_risk(latest)))]
     cheap = cheapest_plan(model, row, target=0.99)  # already below: no change is cheapest
     assert cheap["settings"] == {} and cheap["cost"] == 0
-    plan = cheapest_plan(model, row, target=float(model.predict_risk(row)[0]) * 0.8)
-    (first,) = plan["settings"] if len(plan["settings"]) == 1 else (None,)
-    if first:
-        dearer = cheapest_plan(model, row, target=float(model.predict_risk(row)[0]) * 0.8, costs={first: LeverCost(fixed=1e6)})
-        assert first not in dearer["settings"]
+    target = float(model.predict_risk(row)[0]) * 0.99   # a small cut: more than one lever reaches it alone
+    plan = cheapest_plan(model, row, target=target)
+    assert plan["reached"] and len(plan["settings"]) == 1
+    (first,) = plan["settings"]
+    alone = [lv.name for lv in levers(model.registry) if lv.name != first and any(
+        model.predict_risk(apply_levers(row, {lv.name: v}, model.registry))[0] < target for v in lv.grid(row[lv.primary][0]))]
+    assert alone, "precondition: another lever reaches the target alone"
+    dearer = cheapest_plan(model, row, target=target, costs={first: LeverCost(fixed=1e6)})
+    assert dearer["reached"] and first not in dearer["settings"] and dearer["cost"] == pytest.approx(10.0)
 
 
 def test_campaign_ranks_by_expected_value_and_exports(model, latest, tmp_path):
