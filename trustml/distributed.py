@@ -218,10 +218,15 @@ def _split_file(path: str, n: int, is_events: bool) -> tuple[list[pl.DataFrame],
         raise ContractError([Problem(path, _ID, "required column is missing")])
     stats = {"schema": dict(df.schema), "rows": df.height}
     if is_events and df.height:
-        s = df.select(pl.col("timestamp").cast(pl.Datetime("us")).min().alias("lo"), pl.col("timestamp").cast(pl.Datetime("us")).max().alias("hi"),
-                      pl.col("event_type").cast(pl.String).drop_nulls().unique().implode().alias("types"))
-        stats.update(lo=s["lo"][0], hi=s["hi"][0], types=s["types"][0].to_list())
+        stats.update(_event_stats(df))
     return _split(df, _ID, n), stats
+
+
+def _event_stats(events: pl.DataFrame) -> dict:
+    """The first and last event time and the event types: what every partition must agree on."""
+    s = events.select(pl.col("timestamp").cast(pl.Datetime("us")).min().alias("lo"), pl.col("timestamp").cast(pl.Datetime("us")).max().alias("hi"),
+                      pl.col("event_type").cast(pl.String).drop_nulls().unique().implode().alias("types"))
+    return {"lo": s["lo"][0], "hi": s["hi"][0], "types": s["types"][0].to_list()}
 
 
 def _pick(split: tuple, p: int) -> pl.DataFrame:
@@ -337,10 +342,7 @@ def features_in_parts(customers: pl.DataFrame, events: pl.DataFrame, snapshots: 
     True
     """
     snapshots = snapshots or Snapshots()
-    ev = events.select(pl.col("timestamp").cast(pl.Datetime("us")).min().alias("lo"), pl.col("timestamp").cast(pl.Datetime("us")).max().alias("hi"),
-                       pl.col("event_type").cast(pl.String).drop_nulls().unique().implode().alias("types"))
-    stats = [{"lo": ev["lo"][0], "hi": ev["hi"][0], "types": ev["types"][0].to_list()}]
-    types, as_of, kept, dropped, glob = _whole_data_plan(stats, customers.schema, snapshots, spec, as_of)
+    types, as_of, kept, dropped, glob = _whole_data_plan([_event_stats(events)], customers.schema, snapshots, spec, as_of)
     # one partition's rows at a time (a split of the whole event log at once would copy it)
     c_bucket, e_bucket = _bucket(customers, _ID, parts), _bucket(events, _ID, parts)
     pieces = range(parts)
