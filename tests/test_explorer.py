@@ -53,6 +53,15 @@ def test_moving_a_slider_sends_new_chart_data(explorer, model):
     assert chart.reasons == [{"pillar": x["pillar"], "reason": x["reason"]} for x in r.reasons.iter_rows(named=True)]
 
 
+def test_the_browsers_float_rounding_of_a_slider_is_no_update(explorer):
+    control, version = explorer.controls["marketing_contact"], explorer.chart.version
+    own = control.value
+    control.value = own + own * 2e-16 + 2e-15   # what noUiSlider sends back for 10.0: 10.000000000000002
+    assert control.value != own and explorer.chart.version == version and explorer.settings == {}
+    control.value = own + control.step           # a real move still updates
+    assert explorer.chart.version == version + 1 and explorer.settings
+
+
 def test_one_message_per_update(explorer):
     sent = []
     explorer.chart._send = lambda msg, buffers=None: sent.append(msg)   # what would go over the comm

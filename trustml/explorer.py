@@ -59,7 +59,7 @@ from trustml.explanations import explain, pillar_explanation
 from trustml.model import TrainedModel
 from trustml.pillars import PILLARS
 from trustml.privacy import pseudonymise
-from trustml.whatif import ASSOCIATION, Lever, WhatIf, apply_levers, levers, what_if
+from trustml.whatif import ASSOCIATION, Lever, WhatIf, apply_levers, change_points, levers, what_if
 
 __all__ = ["Explorer", "ExplorerChart", "freeze_explorers", "static_html", "NOTE", "MODEL_KIND", "CAUSAL_KIND", "SURVIVAL_KIND",
            "LAB_LOW_LATENCY"]
@@ -158,7 +158,7 @@ class Explorer:
         self.customer.observe(lambda _: self.load(), names="value")
         self.search.observe(lambda ch: self.find(ch["new"]), names="value")
         for c in self.controls.values():
-            c.observe(lambda _: self.update(), names="value")
+            c.observe(self._on_control, names="value")
         self.reset_button.on_click(lambda _: self.reset())
         head = (f"<b>Levers the company controls</b> (linked features follow by the same ratio; effects are a {NOTE})"
                 if self.levers else f"<b>{NO_LEVERS}</b>")
@@ -261,6 +261,13 @@ class Explorer:
     def row(self) -> pl.DataFrame:
         return self.frame[int(self.customer.value)]
 
+    def _on_control(self, change: dict) -> None:
+        """A lever moved: update, unless the browser only sent back its own float rounding of the value (10.000000000000002)."""
+        old, new = change["old"], change["new"]
+        if isinstance(old, float) and isinstance(new, float) and _float_noise(old, new):
+            return
+        self.update()
+
     @property
     def settings(self) -> dict:
         """The levers moved away from the customer's own values."""
@@ -273,7 +280,7 @@ class Explorer:
             if lv.categorical:
                 if now != was:
                     out[lv.name] = now
-            elif abs(float(now) - float(was)) > 1e-6 * max(1.0, abs(float(was))):   # float noise from the browser is no move
+            elif not _float_noise(float(was), float(now)):
                 out[lv.name] = _on_lattice(lv, float(now))
         return out
 
@@ -404,7 +411,7 @@ class Explorer:
             except (ValueError, KeyError, TypeError, pl.exceptions.PolarsError):   # the policy is outside what the model's levers allow
                 continue
         risk = self.trained.predict_risk(pl.concat(frames, how="vertical_relaxed"))
-        model = {p: _z(100 * (risk[i + 1] - risk[0])) for i, p in enumerate(which)}
+        model = {p: change_points(risk[i + 1], risk[0]) for i, p in enumerate(which)}
         by_policy = {p: k for k, p in self._causal_lever.items()}
         label = {lv.name: lv.description.rstrip(".") for lv in self.levers}
         rows = []
@@ -486,6 +493,11 @@ class Explorer:
 def _z(x) -> float:
     """A float with no negative zero (Python prints '-0.00' where JavaScript prints '+0.00')."""
     return float(x) + 0.0
+
+
+def _float_noise(a: float, b: float) -> bool:
+    """Whether two slider values differ only by float rounding (the browser's step arithmetic), not by a move."""
+    return abs(b - a) <= 1e-6 * max(1.0, abs(a))
 
 
 def _fmt(v) -> str:

@@ -35,7 +35,7 @@ from trustml.pillars import PILLARS
 from trustml.privacy import pseudonymise
 
 __all__ = ["Lever", "LeverCost", "WhatIf", "levers", "apply_levers", "what_if", "cheapest_plan", "campaign",
-           "describe_settings", "SIMULATOR_LEVERS", "whatif_vs_truth"]
+           "describe_settings", "change_points", "SIMULATOR_LEVERS", "whatif_vs_truth"]
 
 
 @dataclass(frozen=True)
@@ -230,6 +230,19 @@ def _set_lever(frame: pl.DataFrame, lv: Lever, values: list, registry: FeatureRe
     return frame.with_columns(cols)
 
 
+def change_points(after, before):
+    """The change in churn risk from `before` to `after`, in percentage points, with float noise set to zero.
+
+    The same row scored in batches of different sizes can differ in the last bits (SIMD lanes), and by
+    CPU; a change below 1e-9 points is that noise, not an effect, and would otherwise break ties at random.
+
+    >>> change_points(0.30, 0.25), change_points(0.25, 0.25 + 2e-17)
+    (5.0, 0.0)
+    """
+    out = np.round(100 * (np.asarray(after, dtype=float) - np.asarray(before, dtype=float)), 9) + 0.0
+    return float(out) if out.ndim == 0 else out
+
+
 ASSOCIATION = "model association (what the churn model predicts), not a causal effect"  # how every model what-if is labelled
 
 
@@ -248,7 +261,7 @@ class WhatIf:
 
     @property
     def change_points(self) -> float:
-        return 100 * (self.risk_after - self.risk_before)
+        return change_points(self.risk_after, self.risk_before)
 
     def summary(self) -> str:
         """The model's answer, labelled as an association; causal estimates (if given) beside it, labelled as such."""
@@ -401,7 +414,7 @@ def campaign(trained: TrainedModel, frame: pl.DataFrame, value, *, top_n: int = 
         rows.append({"rank": rank, "customer": cid, "risk": float(r[0]), "customer_value": float(value[i]),
                      "action": describe_settings(combos[b], row, trained.registry),
                      "pillars": ", ".join(sorted({PILLARS[x.pillar].label for x in lvs if x.name in combos[b]})) or "-",
-                     "risk_after": float(r[b]), "risk_reduction_points": float(100 * (r[0] - r[b])),
+                     "risk_after": float(r[b]), "risk_reduction_points": -change_points(r[b], r[0]) + 0.0,
                      "cost": float(c[b]), "expected_value": float(ev[b])})
     out = pl.DataFrame(rows, schema_overrides={"cost": pl.Float64, "expected_value": pl.Float64})
     return (out.sort("expected_value", descending=True, maintain_order=True)
@@ -452,7 +465,7 @@ def whatif_vs_truth(trained: TrainedModel, frame: pl.DataFrame, *, n_customers: 
             if truth[f"effect_{p}"][i] is None:  # gone earlier in that policy's world: no effect to compare
                 continue
             rows.append({"customer": pseudonymise([row["customer_id"][0]])[0], "lever": p,
-                         "model_points": float(100 * (r[k + 1] - r[0])), "true_points": float(100 * truth[f"effect_{p}"][i])})
+                         "model_points": change_points(r[k + 1], r[0]), "true_points": change_points(truth[f"effect_{p}"][i], 0.0)})
     effects = pl.DataFrame(rows)
     by_lever = []
     for p in names:
@@ -461,8 +474,8 @@ def whatif_vs_truth(trained: TrainedModel, frame: pl.DataFrame, *, n_customers: 
         by_lever.append({"lever": p, "label": PILLARS[p].label, "model_mean_points": e["model_points"].mean(),
                          "true_mean_points": e["true_points"].mean(), "spearman": float(rho)})
     best = effects.group_by("customer", maintain_order=True).agg(
-        pl.col("lever").sort_by("model_points").first().alias("model_best"),
-        pl.col("lever").sort_by("true_points").first().alias("true_best"))
+        pl.col("lever").sort_by("model_points", maintain_order=True).first().alias("model_best"),
+        pl.col("lever").sort_by("true_points", maintain_order=True).first().alias("true_best"))
     return {"effects": effects, "by_lever": pl.DataFrame(by_lever),
             "best": best.with_columns(agree=pl.col("model_best") == pl.col("true_best")),
             "best_lever_agreement": float((best["model_best"] == best["true_best"]).mean())}
