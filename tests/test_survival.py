@@ -337,3 +337,10 @@ def test_cli_survival_writes_whole_and_refuses_bad_input(tmp_path, capsys):
             main(["survival", "--customers", "300", "--months", "12", "--out", str(out), *argv])
         assert e.value.code == 2 and what in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["model", "survival.csv", "survival.parquet"]
+
+
+def test_scoring_in_slices_equals_scoring_at_once(sim, monkeypatch):
+    _, _, _, test, surv = sim
+    whole = surv.log_odds(test)
+    monkeypatch.setattr(sv, "SCORE_CHUNK_ROWS", 7)   # many slices, the last one short
+    assert test.height % 7 and np.array_equal(surv.log_odds(test), whole)

@@ -78,6 +78,7 @@ HAZARD_CANDIDATES = {"snapshots": ({}, {"min_child_samples": 1000, "reg_lambda":
 VALIDATION_SHARE = 0.15
 VALIDATION_STEP, VALIDATION_PATIENCE = 20, 100   # flat: rounds between checks; rounds without improvement before stopping
 MAX_ROWS = 25_000   # snapshot rows (or flat customers) the hazard learns from at most: a seeded sample beyond it
+SCORE_CHUNK_ROWS = 100_000  # rows scored at once (x horizon person-months: 1.2M rows, about 0.5 GB, at the default 12)
 MAX_VALIDATION_UNITS = 1000                      # flat: held-out customers whose curves are scored
 FALLBACK_ROUNDS = 100  # too few churns to hold any out: the first candidate, this many rounds
 # Inputs derived from the time feature alone (no customer data), placed after it and explained with it (pillar
@@ -238,6 +239,11 @@ class SurvivalModel:
         h = horizon or self.horizon
         if frame.height == 0:
             return np.zeros((0, h))
+        if frame.height > SCORE_CHUNK_ROWS:   # rows x horizon person-months: scored in slices, the memory of one
+            start = None if start is None else np.broadcast_to(np.asarray(start, dtype=float), (frame.height,))
+            return np.concatenate([self.log_odds(frame.slice(i, SCORE_CHUNK_ROWS), h,
+                                                 start=None if start is None else start[i:i + SCORE_CHUNK_ROWS])
+                                   for i in range(0, frame.height, SCORE_CHUNK_ROWS)])
         return self.model.decision_function(self._periods(frame, h, start)).reshape(frame.height, h)
 
     def hazards(self, frame: pl.DataFrame, horizon: int | None = None, *, start=None) -> np.ndarray:
