@@ -103,17 +103,20 @@ def bootstrap(y, scores: dict[str, np.ndarray], *, groups=None, n_boot: int = 30
     # ROC-AUC (the default) on a resample is a weighted AUC of the original rows, weights = times drawn: one sort per
     # score serves every resample (the same value as `roc_auc` on the repeated rows)
     sorted_scores = {name: _sorted_for_auc(np.asarray(s, dtype=float), y) for name, s in scores.items()} if metric is roc_auc else None
+    positive = y.astype(bool)
     for _ in range(n_boot):
         pick = rng.integers(0, len(codes), len(codes))
+        if sorted_scores is not None:   # a row's weight: the times its group was drawn (no repeated rows built)
+            times = np.bincount(pick, minlength=len(codes)).astype(float)[inverse]
+            if not (times[positive].any() and times[~positive].any()):
+                continue
+            for name, (order, first, pos) in sorted_scores.items():
+                out[name].append(_weighted_auc(times[order], first, pos))
+            continue
         n = sizes[pick]
         offset = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)  # position within each picked group
         rows = members[np.repeat(starts[pick], n) + offset]
         if len(np.unique(y[rows])) < 2:
-            continue
-        if sorted_scores is not None:
-            times = np.bincount(rows, minlength=len(y)).astype(float)
-            for name, (order, first, pos) in sorted_scores.items():
-                out[name].append(_weighted_auc(times[order], first, pos))
             continue
         for name, s in scores.items():
             out[name].append(metric(y[rows], np.asarray(s)[rows]))
