@@ -1,6 +1,8 @@
 """Study: each stage computed once, kept as artifacts (no pickle), read back identical; flat tables act on every
 customer with an out-of-fold risk."""
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -179,6 +181,22 @@ def test_an_opened_study_reads_the_world_and_events_only_when_asked(computed):
     assert callable(opened.__dict__["_events"])
     assert opened.events.equals(study.events) and opened.world.truth.equals(study.world.truth)
     assert opened.events is opened.world.events                                     # read once
+
+
+def test_an_opened_study_reads_the_feature_rows_only_when_asked(computed, monkeypatch):
+    study, folder = computed
+    opened = Study.open(folder)
+    import trustml.features
+    read = trustml.features.FeatureTable.read
+    monkeypatch.setattr(trustml.features.FeatureTable, "read", lambda *a, **k: pytest.fail("read every feature row"))
+    # what the notebooks show: the test rows (a filtered scan), the registry, the summary and the model card
+    assert opened.test.equals(study.test) and opened.registry.to_dict() == study.registry.to_dict()
+    assert opened.churn_rate == study.churn_rate and opened.feature_rows == study.table.frame.height
+    card = lambda s: json.dumps(s.model_card(), default=str, sort_keys=True)  # noqa: E731  (NaN == NaN as text)
+    assert opened.summary() == study.summary() and card(opened) == card(study)
+    assert opened.split == study.split and "_table" in opened.__dict__ and not hasattr(opened.__dict__["_table"], "frame")
+    monkeypatch.setattr(trustml.features.FeatureTable, "read", read)
+    assert opened.table.frame.equals(study.table.frame)                        # and whole when asked
 
 
 def test_features_beyond_the_partition_size_are_built_in_parts_and_equal(monkeypatch):

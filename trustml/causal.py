@@ -63,6 +63,8 @@ True
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -292,6 +294,12 @@ def controls_for(registry: FeatureRegistry, lever: CausalLever) -> list[str]:
 def _categories(frame: pl.DataFrame, names: list[str]) -> dict[str, list[str]]:
     return {n: sorted(frame[n].cast(pl.String).drop_nulls().unique().to_list()) for n in names
             if frame[n].dtype in (pl.String, pl.Categorical) or isinstance(frame[n].dtype, pl.Enum)}
+
+
+def quiet_nuisance_notes() -> None:
+    """Ignore EconML's note that the controls have missing values: on purpose (`allow_missing=True`), as the
+    LightGBM nuisance models split on missing values. Call it inside a `warnings.catch_warnings()` block."""
+    warnings.filterwarnings("ignore", message="Input contains NaN. Causal identification", category=UserWarning)
 
 
 def _matrix(frame: pl.DataFrame, names: list[str], categories: dict[str, list[str]]) -> np.ndarray:
@@ -535,9 +543,12 @@ def lever_effect(frame: pl.DataFrame, events: pl.DataFrame, registry: FeatureReg
         raise ValueError(f"lever {lever.pillar!r}: no variation in its exposure or in churn in these rows: nothing to learn from")
     params = {**NUISANCE_PARAMS, "random_state": seed}
     model_t = lgb.LGBMRegressor(**params) if k == 1 else MultiOutputRegressor(lgb.LGBMRegressor(**params))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning)  # sklearn/lightgbm feature-name notes inside EconML
-        warnings.filterwarnings("ignore", category=FutureWarning)
+    # the filter list is one for every thread and catch_warnings is not thread-safe: in a second thread the caller
+    # quiets the note once around both threads (`Study.compute`), since restoring it here could undo the other's filters
+    in_main = threading.current_thread() is threading.main_thread()
+    with warnings.catch_warnings() if in_main else contextlib.nullcontext():
+        if in_main:
+            quiet_nuisance_notes()
         lin = LinearDML(model_y=lgb.LGBMClassifier(**params), model_t=model_t, discrete_outcome=True,
                         cv=folds, random_state=seed, allow_missing=True)
         lin.fit(y, T[:, 0] if k == 1 else T, W=W, groups=groups, cache_values=True)

@@ -335,7 +335,8 @@ class FeatureTable:
         tmp.replace(path)
 
     @classmethod
-    def read(cls, path) -> FeatureTable:
+    def read(cls, path, *, n_rows: int | None = None) -> FeatureTable:
+        """The table `write` wrote (`n_rows`: its first rows only; 0: the registry and settings alone)."""
         import json
         from pathlib import Path
         path = Path(path)
@@ -345,7 +346,7 @@ class FeatureTable:
         meta = json.loads(side.read_text())
         snaps = {k: (dt.date.fromisoformat(v) if k in ("start", "end") and v else v) for k, v in meta["snapshots"].items()}
         snaps["activity_events"] = tuple(snaps.get("activity_events") or ())
-        return cls(pl.read_parquet(path), FeatureRegistry.from_dict(meta["registry"]), Snapshots(**snaps),
+        return cls(pl.read_parquet(path, n_rows=n_rows), FeatureRegistry.from_dict(meta["registry"]), Snapshots(**snaps),
                    dt.datetime.fromisoformat(meta["as_of"]) if meta.get("as_of") else None, meta.get("dropped", {}))
 
     def labelled(self) -> pl.DataFrame:

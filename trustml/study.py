@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from trustml.features import FeatureTable, Snapshots, build_features
-from trustml.model import DEFAULT_TRIALS, fingerprint, train
+from trustml.model import DEFAULT_TRIALS, TemporalSplit, fingerprint, train
 from trustml.pillars import TRUST_PILLARS
 
 __all__ = ["Study", "setup_notebook", "CAUSAL_MAX_ROWS", "TRUTH_MAX_CUSTOMERS"]
@@ -50,6 +51,22 @@ def _read_world(folder: Path):
     meta = json.loads((folder / "world.json").read_text())
     customers, events = read_world(folder)
     return World(customers, events, read_truth(folder), SimConfig(), Policy(**meta["policy"]), meta["seed"], meta["n_months"])
+
+
+class _TableOnDisk:
+    """A saved feature table (`FeatureTable.write`): its settings and row count at once, its rows when first needed
+    or scanned with a filter (at a million customers, ten million rows a notebook rarely reads whole)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.head = FeatureTable.read(path, n_rows=0)
+        self.rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+
+    def read(self) -> FeatureTable:
+        return FeatureTable.read(self.path)
+
+    def scan(self) -> pl.LazyFrame:
+        return pl.scan_parquet(self.path)
 
 
 # -- stages kept as artifacts: parquet and JSON, no pickle ----------------------------------------------
@@ -233,6 +250,37 @@ class Study:
         self.__dict__["_events"] = value
 
     @property
+    def table(self) -> FeatureTable:
+        t = self.__dict__["_table"]
+        if isinstance(t, _TableOnDisk):
+            t = self.__dict__["_table"] = t.read()
+        return t
+
+    @table.setter
+    def table(self, value) -> None:
+        self.__dict__["_table"] = value
+
+    @property
+    def _settings(self) -> FeatureTable:
+        """The feature table's registry, snapshot settings, as-of date and left-out features, without reading its rows."""
+        t = self.__dict__["_table"]
+        return t.head if isinstance(t, _TableOnDisk) else t
+
+    @property
+    def feature_rows(self) -> int:
+        """Rows of the feature table (known without reading them)."""
+        t = self.__dict__["_table"]
+        return t.rows if isinstance(t, _TableOnDisk) else t.frame.height
+
+    def _labelled_where(self, where: pl.Expr) -> pl.DataFrame:
+        """The labelled rows of the feature table that satisfy `where`, in table order (read from disk alone when
+        the table is not in memory: a notebook that shows the test rows never reads the other snapshots)."""
+        t = self.__dict__["_table"]
+        if isinstance(t, _TableOnDisk):
+            return t.scan().filter(pl.col("churned").is_not_null() & where).collect()
+        return t.labelled().filter(where)
+
+    @property
     def is_simulated(self) -> bool:
         """Data from the trust-world simulator, with its ground truth."""
         return self.source.get("kind") == "simulated"
@@ -341,7 +389,7 @@ class Study:
         from trustml.model import TrainedModel, split_from_metadata
         folder = Path(folder)
         meta = json.loads((folder / "study.json").read_text())
-        table = FeatureTable.read(folder / "features.parquet")
+        table = _TableOnDisk(folder / "features.parquet")   # rows read when first needed
         world = events = None
         if (folder / "world").is_dir():
             world, events = (lambda: _read_world(folder / "world")), _WORLD_EVENTS   # read on first use
@@ -355,14 +403,16 @@ class Study:
         from trustml.contract import Problem
         study.warnings.extend(Problem(**{**w, "examples": tuple(w["examples"])}) for w in meta.get("warnings", []))
         trained = TrainedModel.load(folder / "model")
-        study.__dict__["_fit"] = (trained, split_from_metadata(table, trained.metadata["trained_on"]))
+        dates = table.scan().filter(pl.col("churned").is_not_null()).select("snapshot_date", "churned").unique("snapshot_date").collect()
+        split = split_from_metadata(dataclasses.replace(table.head, frame=dates), trained.metadata["trained_on"])
+        study.__dict__["_fit"] = (trained, split)
         study.artifacts = folder
         return study
 
     # -- stages --------------------------------------------------------------------------------
     @property
     def registry(self):
-        return self.table.registry
+        return self._settings.registry
 
     @cached_property
     def _fit(self):
@@ -379,6 +429,8 @@ class Study:
     @cached_property
     def test(self) -> pl.DataFrame:
         """Held-out rows: the latest labelled snapshots (or held-out customers for flat data)."""
+        if isinstance(self.split, TemporalSplit):
+            return self._labelled_where(pl.col("snapshot_date").is_in(list(self.split.test)))
         return self.split.frames(self.table.labelled())[2]
 
     @stage()
@@ -386,7 +438,7 @@ class Study:
         """Customers to act on now: the latest snapshot (labelled or not). For a flat table, every customer it does
         not mark as churned, each with an out-of-fold risk (`trustml.model.out_of_fold`): campaigns and the explorer
         cover them all, never the training customers' in-sample risks."""
-        if self.table.is_flat:
+        if self._settings.is_flat:
             from trustml.model import out_of_fold
             return out_of_fold(self.table, self.trained, self.split)
         return self.table.latest()
@@ -454,7 +506,7 @@ class Study:
 
     @cached_property
     def churn_rate(self) -> float:
-        return float(self.table.labelled()["churned"].mean())
+        return float(self._labelled_where(pl.lit(True)).select(pl.col("churned").mean()).item())
 
     def value(self, frame: pl.DataFrame) -> np.ndarray:
         """Money at stake per row if the customer leaves (see `value_note`)."""
@@ -636,8 +688,6 @@ class Study:
         6 months, on `truth_customers`); None for real data."""
         if not self.is_simulated:
             return None
-        import dataclasses
-
         from trustml.survival import versus_truth
         table = dataclasses.replace(self.table, frame=self._truth_scoped(self.table.frame))
         return versus_truth(table, self.world, 6, seed=self.source["seed"])
@@ -679,6 +729,9 @@ class Study:
                     + [n for n in ("causal_truth",) if n in stages]
             if beside:
                 import threading
+                import warnings
+
+                from trustml.causal import quiet_nuisance_notes
                 failed: list[BaseException] = []
 
                 def other() -> None:
@@ -686,10 +739,12 @@ class Study:
                         run(beside)
                     except BaseException as e:  # noqa: BLE001  (re-raised in the calling thread)
                         failed.append(e)
-                worker = threading.Thread(target=other, name="trustml-beside-the-model", daemon=True)
-                worker.start()
-                run([n for n in stages if n not in beside and n not in ("truth", "whatif_truth")])
-                worker.join()
+                with warnings.catch_warnings():   # once around both threads: they share the one filter list
+                    quiet_nuisance_notes()
+                    worker = threading.Thread(target=other, name="trustml-beside-the-model", daemon=True)
+                    worker.start()
+                    run([n for n in stages if n not in beside and n not in ("truth", "whatif_truth")])
+                    worker.join()
                 if failed:
                     raise failed[0]
             run([n for n in stages if n not in beside])   # what is left (read from memory if already computed)
@@ -703,22 +758,22 @@ class Study:
     def model_card(self) -> dict:
         """What the model is, what it was trained on, how good it is, and its limits: a JSON-ready dict."""
         reg, comp = self.registry, self.comparison
-        snaps = self.table.snapshots
+        snaps = self._settings.snapshots
         label = ("the data's own churn column" if snaps.churn == "label" else
                  f"{snaps.churn} within {snaps.horizon} after a lead of {snaps.lead}, snapshots every {snaps.every}")
         from trustml.leakage import describe_leaks
         calibrator = self.trained.calibrator
-        cal_where = "cross-fitted predictions of the training customers" if self.table.is_flat else "snapshots after the training ones"
+        cal_where = "cross-fitted predictions of the training customers" if self._settings.is_flat else "snapshots after the training ones"
         card = {
             "warnings": describe_leaks(self.leaks) + self.directions[1] + [str(p) for p in self.warnings],
             "model": "LightGBM churn classifier (trustml.ChurnModel), parameters tuned per data set with Optuna, "
                      + (f"{calibrator.method_} calibration on {cal_where}" if calibrator else "no calibration"),
-            "data": {**self.source, "feature_rows": self.table.frame.height, "label": label,
+            "data": {**self.source, "feature_rows": self.feature_rows, "label": label,
                      "training_fingerprint": self.trained.metadata["trained_on"]["fingerprint"]},
             "split": self.trained.metadata["trained_on"],
             "tuning": self.trained.metadata.get("tuning"),
             "features": [{"name": f.name, "pillar": f.pillar, "actionable": f.actionable, "description": f.description} for f in reg],
-            "left_out": self.table.dropped,
+            "left_out": self._settings.dropped,
             "pillars": reg.pillars,
             "metrics": comp.to_dicts(),
             "held_out_folds": self.folds.to_dicts(),
@@ -760,7 +815,7 @@ class Study:
         if self.is_simulated:
             out += ["Trained and tested on simulated data: real customers differ; re-train and re-check on your own.",
                     "Ticket counts are confounded with usage (heavy users open more tickets): read them as context, not as a lever."]
-        if self.table.is_flat:
+        if self._settings.is_flat:
             out.append("One undated snapshot: the split is by customer, not by time, so drift over time is not measured.")
         missing = [p for p in TRUST_PILLARS if p not in self.registry.pillars]
         if missing:
@@ -797,7 +852,7 @@ class Study:
         tuning = self.trained.metadata.get("tuning")
         cal = self.trained.calibrator
         lines = [*describe_leaks(self.leaks), *self.directions[1], *([str(self.warnings)] if self.warnings else []), head,
-                 f"Feature table: {self.table.frame.height:,} rows x {len(self.registry)} features over {len(self.registry.pillars)} pillars.",
+                 f"Feature table: {self.feature_rows:,} rows x {len(self.registry)} features over {len(self.registry.pillars)} pillars.",
                  self._split_line(),
                  ("Model: LightGBM, " + (f"tuned by {len(tuning['trials'])} Optuna trials ({tuning['validation']})" if tuning
                                          else "untuned defaults") + (f"; {cal.method_} calibration ({cal.reason_})." if cal else "; not calibrated.")),
