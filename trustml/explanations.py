@@ -34,7 +34,7 @@ from trustml.treeshap import tables_for
 
 __all__ = ["explain", "pillar_explanation", "pillar_importance", "feature_importance", "cohort_pillars",
            "reason_codes", "top_interactions", "explanations_frame", "truthfulness", "dependence_feature", "plot_dependence", "direction_check", "DirectionCheck",
-           "plot_pillar_importance", "plot_truth"]
+           "plot_pillar_importance", "plot_beeswarm", "plot_truth"]
 
 
 def explain(trained: TrainedModel, frame: pl.DataFrame, *, batch_size: int = 100_000, progress: bool = False) -> shap.Explanation:
@@ -457,6 +457,31 @@ def direction_check(expl: shap.Explanation, registry: FeatureRegistry, churned, 
     schema = {"feature": pl.String, "pillar": pl.String, "declared": pl.Int64, "learned": pl.Int64, "strength": pl.Float64,
               "rows": pl.Int64, "measured_on": pl.String, "verdict": pl.String}
     return DirectionCheck(pl.DataFrame(rows, schema=schema), warns)
+
+
+BEESWARM_MAX_ROWS = 20_000   # dots a beeswarm draws at most: past this, a seeded sample (the title says so)
+
+
+def plot_beeswarm(expl: shap.Explanation, *, max_rows: int = BEESWARM_MAX_ROWS, seed: int = 0):
+    """SHAP's beeswarm of `expl` (one dot per row and column), on a seeded sample of `max_rows` rows beyond that many:
+    a million dots are no more readable than twenty thousand, and take minutes to lay out.
+
+    Example
+    -------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> e = shap.Explanation(np.random.default_rng(0).normal(size=(500, 2)), feature_names=["a", "b"])
+    >>> plot_beeswarm(e, max_rows=100).get_title()
+    'a random 100 of 500 rows'
+    """
+    import matplotlib.pyplot as plt
+    n = expl.values.shape[0]
+    if n > max_rows:
+        expl = expl[np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))]
+    shap.plots.beeswarm(expl, show=False)
+    ax = plt.gca()
+    if n > max_rows:
+        ax.set_title(f"a random {max_rows:,} of {n:,} rows")
+    return ax
 
 
 def plot_pillar_importance(pillars: pl.DataFrame, ax=None, title: str = "What drives churn risk, by trust pillar"):
