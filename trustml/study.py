@@ -155,6 +155,29 @@ def _read_effects(folder: Path, study=None):
     return load_effects(folder)
 
 
+_IMPORTED_APART: list[str] = []
+
+
+def _import_apart(names: tuple[str, ...] = ("optuna", "econml.dml")) -> None:
+    """Import the libraries stages load lazily, once, on a thread of their own. These keep the ImportError of an
+    optional dependency they lack (Optuna: redis; EconML: dowhy, ray) with its traceback, whose frames link back
+    through the stack that imported them: imported inside a stage, they kept that Study and all its data alive for
+    the life of the process (the report's analysis, 12 GB at a million customers, after the notebooks began)."""
+    import contextlib
+    import importlib
+    import threading
+    todo = [n for n in names if n not in _IMPORTED_APART]
+    if todo:
+        def load() -> None:
+            for n in todo:
+                with contextlib.suppress(ImportError):   # the stage that needs it says so
+                    importlib.import_module(n)
+        worker = threading.Thread(target=load, name="trustml-imports")
+        worker.start()
+        worker.join()
+        _IMPORTED_APART.extend(todo)
+
+
 def stage(write=_write_value, read=_read_value):
     """A computed-once stage of `Study`: `Study.save` writes it, and a study opened from artifacts reads it
     instead of recomputing it."""
@@ -166,7 +189,11 @@ def stage(write=_write_value, read=_read_value):
             known = self.__dict__
             if name not in known:
                 path = None if self.artifacts is None else self.artifacts / "stages" / name
-                known[name] = read(path, self) if path is not None and path.is_dir() else compute(self)
+                if path is not None and path.is_dir():
+                    known[name] = read(path, self)
+                else:
+                    _import_apart()
+                    known[name] = compute(self)
             return known[name]
         get.__doc__ = compute.__doc__
         return property(get)
@@ -416,6 +443,7 @@ class Study:
 
     @cached_property
     def _fit(self):
+        _import_apart()
         return train(self.table, trials=self.trials)
 
     @property
