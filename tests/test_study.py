@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from trustml.model import OFFSET
-from trustml.study import _STAGES, Study, _read_value, _write_value
+from trustml.study import _STAGES, Study, _Later, _read_value, _write_value
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +190,8 @@ def test_an_opened_study_reads_the_world_and_events_only_when_asked(computed):
     opened = Study.open(folder)
     assert opened.is_simulated and opened.has_events
     _ = opened.pillars, opened.comparison, opened.latest
-    assert "_world" in opened.__dict__ and callable(opened.__dict__["_world"])     # not read for stages
-    assert callable(opened.__dict__["_events"])
+    assert isinstance(opened.__dict__["_world"], _Later)     # not read for stages
+    assert isinstance(opened.__dict__["_events"], _Later)
     assert opened.events.equals(study.events) and opened.world.truth.equals(study.world.truth)
     assert opened.events is opened.world.events                                     # read once
 

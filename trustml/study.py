@@ -42,10 +42,6 @@ def _key(data, mapping, n_customers, n_months, seed, trials) -> dict:
     return {"data": str(Path(data).resolve()), "mapping": str(m.resolve()) if isinstance(m, Path) else str(m), "trials": trials}
 
 
-def _WORLD_EVENTS():  # noqa: N802  (a marker: the events are the world's own)
-    raise AssertionError("never called")
-
-
 def _read_world(folder: Path):
     from trustml.simulator import Policy, SimConfig, World, read_truth, read_world
     meta = json.loads((folder / "world.json").read_text())
@@ -53,17 +49,41 @@ def _read_world(folder: Path):
     return World(customers, events, read_truth(folder), SimConfig(), Policy(**meta["policy"]), meta["seed"], meta["n_months"])
 
 
-class _TableOnDisk:
+class _Later:
+    """A `Study` attribute not read yet: `load(study)` reads it on first use (a study opened from artifacts)."""
+
+    def __init__(self, load):
+        self.load = load
+
+
+class _ReadOnUse:
+    """A `Study` attribute that may hold a `_Later` until first used: the world, the event log and the feature table
+    are large (about 130 events and 10 feature rows a customer), and a notebook that shows stages never reads them."""
+
+    def __set_name__(self, owner, name: str):
+        self.key = f"_{name}"
+
+    def __get__(self, study, owner=None):
+        if study is None:
+            return self
+        value = study.__dict__[self.key]
+        if isinstance(value, _Later):
+            value = study.__dict__[self.key] = value.load(study)
+        return value
+
+    def __set__(self, study, value) -> None:
+        study.__dict__[self.key] = value
+
+
+class _TableOnDisk(_Later):
     """A saved feature table (`FeatureTable.write`): its settings and row count at once, its rows when first needed
     or scanned with a filter (at a million customers, ten million rows a notebook rarely reads whole)."""
 
     def __init__(self, path: Path):
+        super().__init__(lambda _: FeatureTable.read(path))
         self.path = path
         self.head = FeatureTable.read(path, n_rows=0)
         self.rows = pl.scan_parquet(path).select(pl.len()).collect().item()
-
-    def read(self) -> FeatureTable:
-        return FeatureTable.read(self.path)
 
     def scan(self) -> pl.LazyFrame:
         return pl.scan_parquet(self.path)
@@ -252,40 +272,7 @@ class Study:
         self.cluster = None                 # Dask for features and explanations (see `load`); None: this process
 
     # -- construction ------------------------------------------------------------------------
-    # the simulated world and the event log: large (about 130 events a customer), so a study opened from artifacts
-    # reads them on first use (a notebook that shows stages never does)
-    @property
-    def world(self):
-        w = self.__dict__["_world"]
-        if callable(w):
-            w = self.__dict__["_world"] = w()
-        return w
-
-    @world.setter
-    def world(self, value) -> None:
-        self.__dict__["_world"] = value
-
-    @property
-    def events(self) -> pl.DataFrame | None:
-        e = self.__dict__["_events"]
-        if callable(e):
-            e = self.__dict__["_events"] = self.world.events if e is _WORLD_EVENTS else e()
-        return e
-
-    @events.setter
-    def events(self, value) -> None:
-        self.__dict__["_events"] = value
-
-    @property
-    def table(self) -> FeatureTable:
-        t = self.__dict__["_table"]
-        if isinstance(t, _TableOnDisk):
-            t = self.__dict__["_table"] = t.read()
-        return t
-
-    @table.setter
-    def table(self, value) -> None:
-        self.__dict__["_table"] = value
+    world, events, table = _ReadOnUse(), _ReadOnUse(), _ReadOnUse()   # opened from artifacts: read on first use (`open`)
 
     @property
     def _settings(self) -> FeatureTable:
@@ -419,9 +406,9 @@ class Study:
         table = _TableOnDisk(folder / "features.parquet")   # rows read when first needed
         world = events = None
         if (folder / "world").is_dir():
-            world, events = (lambda: _read_world(folder / "world")), _WORLD_EVENTS   # read on first use
+            world, events = _Later(lambda _: _read_world(folder / "world")), _Later(lambda s: s.world.events)   # read on first use
         elif (folder / "events.parquet").exists():
-            events = lambda: pl.read_parquet(folder / "events.parquet")  # noqa: E731
+            events = _Later(lambda _: pl.read_parquet(folder / "events.parquet"))
         mapping = None if meta["mapping"] is None else load_mapping(meta["mapping"])
         if mapping is not None:
             from trustml.privacy import use_secret_salt
