@@ -191,3 +191,13 @@ def test_rate_is_events_a_month_over_the_window_or_the_tenure():
     assert got["new"] == pytest.approx(3.0)                  # 10 days old: at least 30 days covered
     assert got["idle"] == 0.0
     assert t.registry["usage__rate_365d"].unit == "events a month"
+
+
+def test_event_summary_counts_by_hand_and_reads_a_lazy_log_the_same():
+    from trustml.features import event_summary
+    ev = pl.DataFrame({"customer_id": ["a", "a", "b", "c", "c", "c"],
+                       "event_type": ["promise_broken", "promise_broken", "promise_broken", "csat", "mystery", "csat"]})
+    out = event_summary(ev)
+    assert out.rows() == [("other", "mystery", 1, 1, 1.0), ("promises", "promise_broken", 3, 2, 1.5),
+                          ("service_quality", "csat", 2, 1, 2.0)]
+    assert event_summary(ev.lazy()).equals(out)

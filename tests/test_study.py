@@ -192,6 +192,7 @@ def test_an_opened_study_reads_the_world_and_events_only_when_asked(computed):
     _ = opened.pillars, opened.comparison, opened.latest
     assert isinstance(opened.__dict__["_world"], _Later)     # not read for stages
     assert isinstance(opened.__dict__["_events"], _Later)
+    assert opened.scan_events().collect().equals(study.events) and isinstance(opened.__dict__["_world"], _Later)   # a scan
     assert opened.events.equals(study.events) and opened.world.truth.equals(study.world.truth)
     assert opened.events is opened.world.events                                     # read once
 

@@ -568,14 +568,18 @@ def _next_month(d: dt.date) -> dt.date:
 
 
 
-def event_summary(events: pl.DataFrame) -> pl.DataFrame:
-    """Events per trust pillar and type: how many, how many customers, events per customer who has any."""
-    return (events.with_columns(pillar=pl.col("event_type").map_elements(
-                lambda t: pillar_of_event(t) if t in EVENT_TYPES else "other", return_dtype=pl.String))
-            .group_by("pillar", "event_type")
+def event_summary(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """Events per trust pillar and type: how many, how many customers, events per customer who has any.
+
+    A LazyFrame (e.g. `Study.scan_events`) is read column by column as it is counted, never whole.
+    """
+    pillar = pl.col("event_type").cast(pl.String).replace_strict({t: pillar_of_event(t) for t in EVENT_TYPES}, default="other",
+                                                                  return_dtype=pl.String)
+    return (events.lazy().group_by("event_type")
             .agg(pl.len().alias("events"), pl.col("customer_id").n_unique().alias("customers"))
+            .select(pillar.alias("pillar"), "event_type", "events", "customers")
             .with_columns(per_customer=(pl.col("events") / pl.col("customers")).round(2))
-            .sort("pillar", "events", descending=[False, True]))
+            .sort("pillar", "events", descending=[False, True]).collect())
 
 
 def signal_profile(table: FeatureTable, feature: str, bins: int = 8) -> pl.DataFrame:

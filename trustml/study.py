@@ -294,6 +294,17 @@ class Study:
             return t.scan().filter(pl.col("churned").is_not_null() & where).collect()
         return t.labelled().filter(where)
 
+    def scan_events(self) -> pl.LazyFrame | None:
+        """The event log as a LazyFrame: scanned from the artifacts when a study opened from them has not read it
+        (at a million customers, 130 million events a summary need not hold at once), else the one in memory."""
+        e = self.__dict__["_events"]
+        if isinstance(e, _Later) and self.artifacts is not None:
+            if (self.artifacts / "world").is_dir():
+                from trustml.simulator import read_world
+                return read_world(self.artifacts / "world", lazy=True)[1]
+            return pl.scan_parquet(self.artifacts / "events.parquet")
+        return None if self.events is None else self.events.lazy()
+
     @property
     def is_simulated(self) -> bool:
         """Data from the trust-world simulator, with its ground truth."""
