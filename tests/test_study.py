@@ -192,7 +192,9 @@ def test_an_opened_study_reads_the_world_and_events_only_when_asked(computed):
     _ = opened.pillars, opened.comparison, opened.latest
     assert isinstance(opened.__dict__["_world"], _Later)     # not read for stages
     assert isinstance(opened.__dict__["_events"], _Later)
-    assert opened.scan_events().collect().equals(study.events) and isinstance(opened.__dict__["_world"], _Later)   # a scan
+    customers, events = opened.scan_world()
+    assert customers.collect().equals(study.world.customers) and events.collect().equals(study.events)
+    assert opened.scan_events().collect().equals(study.events) and isinstance(opened.__dict__["_world"], _Later)   # scans
     assert opened.events.equals(study.events) and opened.world.truth.equals(study.world.truth)
     assert opened.events is opened.world.events                                     # read once
 

@@ -294,14 +294,22 @@ class Study:
             return t.scan().filter(pl.col("churned").is_not_null() & where).collect()
         return t.labelled().filter(where)
 
+    def scan_world(self) -> tuple[pl.LazyFrame, pl.LazyFrame] | None:
+        """The simulated world's customers and events as LazyFrames: scanned from the artifacts when a study opened
+        from them has not read the world (at a million customers, 130 million events), else the ones in memory.
+        None for real data."""
+        if not self.is_simulated:
+            return None
+        if isinstance(self.__dict__["_world"], _Later) and self.artifacts is not None:
+            from trustml.simulator import read_world
+            return read_world(self.artifacts / "world", lazy=True)
+        return self.world.customers.lazy(), self.world.events.lazy()
+
     def scan_events(self) -> pl.LazyFrame | None:
-        """The event log as a LazyFrame: scanned from the artifacts when a study opened from them has not read it
-        (at a million customers, 130 million events a summary need not hold at once), else the one in memory."""
-        e = self.__dict__["_events"]
-        if isinstance(e, _Later) and self.artifacts is not None:
-            if (self.artifacts / "world").is_dir():
-                from trustml.simulator import read_world
-                return read_world(self.artifacts / "world", lazy=True)[1]
+        """The event log as a LazyFrame (see `scan_world`; real data: the log the artifacts hold, or the one in memory)."""
+        if self.is_simulated:
+            return self.scan_world()[1]
+        if isinstance(self.__dict__["_events"], _Later) and self.artifacts is not None:
             return pl.scan_parquet(self.artifacts / "events.parquet")
         return None if self.events is None else self.events.lazy()
 
