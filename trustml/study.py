@@ -50,10 +50,11 @@ def _read_world(folder: Path):
 
 
 class _Later:
-    """A `Study` attribute not read yet: `load(study)` reads it on first use (a study opened from artifacts)."""
+    """A `Study` attribute not read yet (a study opened from artifacts): `load(study)` reads it on first use, `scan()`
+    gives LazyFrames of it from disk meanwhile."""
 
-    def __init__(self, load):
-        self.load = load
+    def __init__(self, load, scan):
+        self.load, self.scan = load, scan
 
 
 class _ReadOnUse:
@@ -80,13 +81,9 @@ class _TableOnDisk(_Later):
     or scanned with a filter (at a million customers, ten million rows a notebook rarely reads whole)."""
 
     def __init__(self, path: Path):
-        super().__init__(lambda _: FeatureTable.read(path))
-        self.path = path
+        super().__init__(lambda _: FeatureTable.read(path), lambda: pl.scan_parquet(path))
         self.head = FeatureTable.read(path, n_rows=0)
-        self.rows = pl.scan_parquet(path).select(pl.len()).collect().item()
-
-    def scan(self) -> pl.LazyFrame:
-        return pl.scan_parquet(self.path)
+        self.rows = self.scan().select(pl.len()).collect().item()
 
 
 # -- stages kept as artifacts: parquet and JSON, no pickle ----------------------------------------------
@@ -300,18 +297,13 @@ class Study:
         None for real data."""
         if not self.is_simulated:
             return None
-        if isinstance(self.__dict__["_world"], _Later) and self.artifacts is not None:
-            from trustml.simulator import read_world
-            return read_world(self.artifacts / "world", lazy=True)
-        return self.world.customers.lazy(), self.world.events.lazy()
+        w = self.__dict__["_world"]
+        return w.scan() if isinstance(w, _Later) else (w.customers.lazy(), w.events.lazy())
 
     def scan_events(self) -> pl.LazyFrame | None:
-        """The event log as a LazyFrame (see `scan_world`; real data: the log the artifacts hold, or the one in memory)."""
-        if self.is_simulated:
-            return self.scan_world()[1]
-        if isinstance(self.__dict__["_events"], _Later) and self.artifacts is not None:
-            return pl.scan_parquet(self.artifacts / "events.parquet")
-        return None if self.events is None else self.events.lazy()
+        """The event log as a LazyFrame (see `scan_world`): scanned from the artifacts when not read yet."""
+        e = self.__dict__["_events"]
+        return e.scan() if isinstance(e, _Later) else None if e is None else e.lazy()
 
     @property
     def is_simulated(self) -> bool:
@@ -424,10 +416,12 @@ class Study:
         meta = json.loads((folder / "study.json").read_text())
         table = _TableOnDisk(folder / "features.parquet")   # rows read when first needed
         world = events = None
-        if (folder / "world").is_dir():
-            world, events = _Later(lambda _: _read_world(folder / "world")), _Later(lambda s: s.world.events)   # read on first use
+        if (folder / "world").is_dir():   # read on first use
+            from trustml.simulator import read_world
+            scan = lambda: read_world(folder / "world", lazy=True)  # noqa: E731
+            world, events = _Later(lambda _: _read_world(folder / "world"), scan), _Later(lambda s: s.world.events, lambda: scan()[1])
         elif (folder / "events.parquet").exists():
-            events = _Later(lambda _: pl.read_parquet(folder / "events.parquet"))
+            events = _Later(lambda _: pl.read_parquet(folder / "events.parquet"), lambda: pl.scan_parquet(folder / "events.parquet"))
         mapping = None if meta["mapping"] is None else load_mapping(meta["mapping"])
         if mapping is not None:
             from trustml.privacy import use_secret_salt

@@ -414,7 +414,7 @@ def campaign(trained: TrainedModel, frame: pl.DataFrame, value, *, top_n: int = 
         rows.append({"rank": rank, "customer": cid, "risk": float(r[0]), "customer_value": float(value[i]),
                      "action": describe_settings(combos[b], row, trained.registry),
                      "pillars": ", ".join(sorted({PILLARS[x.pillar].label for x in lvs if x.name in combos[b]})) or "-",
-                     "risk_after": float(r[b]), "risk_reduction_points": -change_points(r[b], r[0]) + 0.0,
+                     "risk_after": float(r[b]), "risk_reduction_points": change_points(r[0], r[b]),
                      "cost": float(c[b]), "expected_value": float(ev[b])})
     out = pl.DataFrame(rows, schema_overrides={"cost": pl.Float64, "expected_value": pl.Float64})
     return (out.sort("expected_value", descending=True, maintain_order=True)
