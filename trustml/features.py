@@ -369,9 +369,10 @@ def snapshot_dates(start: dt.date, end: dt.date, every: str) -> list[dt.date]:
     return pl.date_range(start, end, every, eager=True).to_list()
 
 
-def _event_expr(spec: FeatureSpec, d: dt.datetime) -> pl.Expr:
+def _event_expr(spec: FeatureSpec, d: dt.datetime, codes: dict[str, int]) -> pl.Expr:
+    """One feature's aggregate over one customer's events before `d` (``event_type`` holds `codes` of the types)."""
     ts, et, v = pl.col("timestamp"), pl.col("event_type"), pl.col("value")
-    in_types = et.is_in(list(spec.events))
+    in_types = et.is_in(_codes_of(spec.events, codes))
     since = ts >= pl.lit(d - dt.timedelta(days=spec.window_days))  # events are already filtered to ts < d
     cond = in_types & since
     name = spec.name
@@ -384,7 +385,7 @@ def _event_expr(spec: FeatureSpec, d: dt.datetime) -> pl.Expr:
         last = ts.filter(cond).max()
         return ((pl.lit(d) - last).dt.total_seconds() / 86400.0).fill_null(float(spec.window_days)).alias(name)
     if spec.agg == "share":
-        den = cond.sum() + (et.is_in(list(spec.denominator)) & since).sum()
+        den = cond.sum() + (et.is_in(_codes_of(spec.denominator, codes)) & since).sum()
         return pl.when(den > 0).then(cond.sum() / den).otherwise(None).cast(pl.Float64).alias(name)
     if spec.agg == "decayed":
         age_days = (pl.lit(d) - ts).dt.total_seconds() / 86400.0
@@ -394,6 +395,10 @@ def _event_expr(spec: FeatureSpec, d: dt.datetime) -> pl.Expr:
         avg = cond.sum().cast(pl.Float64) * 30.0 / spec.window_days
         return pl.when(avg > 0).then(recent / avg).otherwise(None).alias(name)
     raise AssertionError(spec.agg)
+
+
+def _codes_of(types: Sequence[str], codes: dict[str, int]) -> pl.Series:
+    return pl.Series([codes[t] for t in types if t in codes], dtype=pl.UInt16)
 
 
 def _tenure_at(d: dt.datetime) -> pl.Expr:  # days since signup at snapshot `d`
@@ -497,20 +502,29 @@ def build_features(
     # each customer's end: first cancellation (contractual)
     cancel = (ev.filter(pl.col("event_type") == "cancellation").group_by("customer_id")
               .agg(pl.col("timestamp").min().alias("_cancel_ts")))
+    # the snapshots' aggregations read event types as small integer codes and customers as row numbers (a third
+    # faster than strings, same values); events of customers not in `customers` feed no row, as before
+    codes = {t: i for i, t in enumerate(sorted(types))}
+    ids = cust.select("customer_id").unique(maintain_order=True).with_row_index("_cid")
+    coded = (ev.select(pl.col("customer_id"), "timestamp", pl.col("event_type").replace_strict(codes, return_dtype=pl.UInt16), "value")
+             .join(ids, on="customer_id", how="inner", maintain_order="left").drop("customer_id"))
+    if not streaming:
+        coded, ids = coded.collect().lazy(), ids.collect().lazy()   # once, not once per snapshot date
+    cust = cust.join(ids, on="customer_id", how="left", maintain_order="left")
     event_specs = [s for s in kept if s.agg != "attribute"]
     attr_specs = [s for s in kept if s.agg == "attribute"]
     frames = []
     for d in dates:
         dts = dt.datetime.combine(d, dt.time())
         # LEAKAGE GUARD: only events strictly before the snapshot date feed its features
-        past = ev.filter(pl.col("timestamp") < pl.lit(dts))
-        aggs = [_event_expr(s, dts) for s in event_specs]
-        aggs.append(pl.col("timestamp").filter(pl.col("event_type").is_in(activity)).max().alias("_last_activity"))
-        feats = past.group_by("customer_id").agg(aggs)
+        past = coded.filter(pl.col("timestamp") < pl.lit(dts))
+        aggs = [_event_expr(s, dts, codes) for s in event_specs]
+        aggs.append(pl.col("timestamp").filter(pl.col("event_type").is_in(_codes_of(activity, codes))).max().alias("_last_activity"))
+        feats = past.group_by("_cid").agg(aggs)
         base = (cust.filter(pl.col("signup_date").cast(pl.Datetime("us")) < pl.lit(dts))
-                .select("customer_id", *[_attribute_expr(s, dts, cust_schema) for s in attr_specs], _tenure_now=_tenure_at(dts))
+                .select("customer_id", "_cid", *[_attribute_expr(s, dts, cust_schema) for s in attr_specs], _tenure_now=_tenure_at(dts))
                 .with_columns(snapshot_date=pl.lit(d)))
-        frames.append(base.join(feats, on="customer_id", how="left"))
+        frames.append(base.join(feats, on="_cid", how="left").drop("_cid"))
     horizon_start = pl.col("snapshot_date").dt.offset_by(snapshots.lead).cast(pl.Datetime("us"))
     horizon_end = pl.col("snapshot_date").dt.offset_by(snapshots.lead).dt.offset_by(snapshots.horizon).cast(pl.Datetime("us"))
     snap = pl.col("snapshot_date").cast(pl.Datetime("us"))
