@@ -503,11 +503,12 @@ class _Block:
             "channel": np.array(CHANNELS)[self.channel],
             "referred_by": referred_by,
         }, schema_overrides={"referred_by": pl.String})
-        events = pl.DataFrame({
-            "customer_id": ids[ev["customer"]],
+        dtype = VALUES_EVENT_TYPE_DTYPE if self.cfg.values_events else EVENT_TYPE_DTYPE
+        types = pl.Series([t if t in dtype.categories else None for t in EVENT_TYPES], dtype=pl.String).cast(dtype)
+        events = pl.DataFrame({   # gathered from the n ids and the event types (not a numpy string per event)
+            "customer_id": pl.Series(ids, dtype=pl.String).gather(ev["customer"]),
             "timestamp": ev["timestamp"],
-            "event_type": pl.Series(np.array(list(EVENT_TYPES))[ev["event"]]).cast(
-                VALUES_EVENT_TYPE_DTYPE if self.cfg.values_events else EVENT_TYPE_DTYPE),
+            "event_type": types.gather(ev["event"]),
             "value": ev["value"],
         }).with_columns(pl.col("value").fill_nan(None)).sort("customer_id", "timestamp", "event_type", "value", nulls_last=True)
         # truth: one row per customer-month while the customer is active at the month start
@@ -515,7 +516,7 @@ class _Block:
         at_start = alive & (self.months[None, :M] > self.signup_ts[:, None])
         ii, mm = np.nonzero(at_start)
         truth = pl.DataFrame({
-            "customer_id": ids[ii],
+            "customer_id": pl.Series(ids, dtype=pl.String).gather(ii),
             "month_start": self.months[mm].astype("datetime64[D]"),
             "churn_prob": grids["hazard"][ii, mm],
             "logit": grids["logit"][ii, mm],
