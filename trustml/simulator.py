@@ -267,8 +267,9 @@ class _Block:
         self.time_seed = int(r_time.integers(2**63))
 
     # --------------------------------------------------------------------------------------
-    def play(self, policy: Policy) -> tuple[dict, dict]:
-        """Trust trajectories, hazards and events under `policy`. Returns (grids, event arrays)."""
+    def play(self, policy: Policy, events: bool = True) -> tuple[dict, dict | None]:
+        """Trust trajectories, hazards and events under `policy`. Returns (grids, event arrays; None without `events`:
+        the events draw from their own generator, so the grids are the same either way)."""
         cfg, n, M = self.cfg, self.n, self.M
         pillars = cfg.pillars
         P = {p: np.zeros((n, M)) for p in pillars}
@@ -337,6 +338,8 @@ class _Block:
         end_ts = np.where(has, churn_ts, self.months[M])
         grids = dict(contrib=contrib, logit=logit, hazard=hazard, first_churn_month=first, churn_ts=churn_ts,
                      price=price, active=active)
+        if not events:
+            return grids, None
         ev = self._events(policy, hours, reopened, emp_score, t_kept, s_kept, n_mkt, announced, referral, end_ts, churn_ts, has)
         return grids, ev
 
@@ -491,7 +494,7 @@ class _Block:
 
     def tables(self, policy: Policy) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         grids, ev = self.play(policy)
-        n, M = self.n, self.M
+        n = self.n
         ids = np.array([f"C{self.first_id + i:07d}" for i in range(n)])
         referred = np.where(self.channel == 2, np.floor(self.referred_by_draw * np.maximum(self.first_id + np.arange(n), 1)).astype(int), -1)
         referred_by = [f"C{r:07d}" if r >= 0 and r < self.first_id + i else None for i, r in enumerate(referred)]
@@ -511,11 +514,16 @@ class _Block:
             "event_type": types.gather(ev["event"]),
             "value": ev["value"],
         }).with_columns(pl.col("value").fill_nan(None)).sort("customer_id", "timestamp", "event_type", "value", nulls_last=True)
-        # truth: one row per customer-month while the customer is active at the month start
+        return customers, events, self.truth(grids, ids)
+
+    def truth(self, grids: dict, ids: np.ndarray | None = None) -> pl.DataFrame:
+        """One row per customer-month while the customer is active at the month start (from `play`'s grids)."""
+        n, M = self.n, self.M
+        ids = np.array([f"C{self.first_id + i:07d}" for i in range(n)]) if ids is None else ids
         alive = grids["active"] & (np.arange(M)[None, :] <= grids["first_churn_month"][:, None])
         at_start = alive & (self.months[None, :M] > self.signup_ts[:, None])
         ii, mm = np.nonzero(at_start)
-        truth = pl.DataFrame({
+        return pl.DataFrame({
             "customer_id": pl.Series(ids, dtype=pl.String).gather(ii),
             "month_start": self.months[mm].astype("datetime64[D]"),
             "churn_prob": grids["hazard"][ii, mm],
@@ -523,7 +531,6 @@ class _Block:
             **{f"contrib_{p}": grids["contrib"][p][ii, mm] for p in sorted(grids["contrib"])},
             "churned_this_month": grids["first_churn_month"][ii] == mm,
         })
-        return customers, events, truth
 
 
 def _blocks(n_customers: int):
@@ -573,10 +580,10 @@ def true_effects(n_customers: int, n_months: int, seed: int, policies: dict[str,
     out = []
     for b, first, n in _blocks(n_customers):
         block = _Block(first + 1, n, n_months, seed, b, config)
-        _, _, base = block.tables(Policy())
+        base = block.truth(block.play(Policy(), events=False)[0])   # truth alone: no event log is drawn
         cols = [base.select("customer_id", "month_start", pl.col("churn_prob").alias("churn_prob_observed"))]
         for name, pol in policies.items():
-            _, _, t = block.tables(pol)
+            t = block.truth(block.play(pol, events=False)[0])
             cols.append(base.select("customer_id", "month_start").join(
                 t.select("customer_id", "month_start", pl.col("churn_prob").alias(f"churn_prob_{name}")),
                 on=["customer_id", "month_start"], how="left"))
@@ -609,8 +616,8 @@ def campaign_effects(n_customers: int, n_months: int, seed: int, campaign: Campa
     out = []
     for b, first, n in _blocks(n_customers):
         block = _Block(first + 1, n, n_months, seed, b, config)
-        g0, _ = block.play(Policy())
-        g1, _ = block.play(Policy(campaign=everyone))
+        g0, _ = block.play(Policy(), events=False)
+        g1, _ = block.play(Policy(campaign=everyone), events=False)
         window = slice(m + 1, min(m + 1 + h, n_months))
         assigned, abuse = block.campaign_state(campaign)
         eligible = (block.signup_month <= m) & (g0["first_churn_month"] > m)

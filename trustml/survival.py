@@ -899,7 +899,7 @@ def true_hazard_grid(world, customers: pl.Series | None = None) -> pl.DataFrame:
         if need is not None and b not in need:
             continue
         block = _Block(first + 1, n, world.n_months, world.seed, b, world.config)
-        grids, _ = block.play(world.policy)
+        grids, _ = block.play(world.policy, events=False)
         M = world.n_months
         ids = pl.Series([f"C{first + 1 + i:07d}" for i in range(n)], dtype=pl.String)
         parts.append(pl.DataFrame({"customer_id": ids.gather(np.repeat(np.arange(n), M)),
