@@ -190,11 +190,13 @@ def test_an_opened_study_reads_the_world_and_events_only_when_asked(computed):
     opened = Study.open(folder)
     assert opened.is_simulated and opened.has_events
     _ = opened.pillars, opened.comparison, opened.latest
-    assert isinstance(opened.__dict__["_world"], _Later)     # not read for stages
-    assert isinstance(opened.__dict__["_events"], _Later)
+    unread = lambda: not {"customers", "events", "truth"} & set(vars(opened.world))  # noqa: E731
+    assert unread() and isinstance(opened.__dict__["_events"], _Later)     # not read for stages
     customers, events = opened.scan_world()
     assert customers.collect().equals(study.world.customers) and events.collect().equals(study.events)
-    assert opened.scan_events().collect().equals(study.events) and isinstance(opened.__dict__["_world"], _Later)   # scans
+    assert opened.scan_events().collect().equals(study.events) and unread()   # scans
+    rows = study.test.head(50)
+    assert opened.events_of(rows).equals(study.events.filter(pl.col("customer_id").is_in(rows["customer_id"].implode()))) and unread()
     assert opened.events.equals(study.events) and opened.world.truth.equals(study.world.truth)
     assert opened.events is opened.world.events                                     # read once
 
@@ -219,12 +221,56 @@ def test_features_beyond_the_partition_size_are_built_in_parts_and_equal(monkeyp
     from polars.testing import assert_frame_equal
 
     import trustml.study as st
-    whole = Study.load(n_customers=700, n_months=10, seed=4, trials=0).table
+    from trustml.features import Snapshots
+    from trustml.simulator import simulate
+    w = simulate(700, 10, 4)
+    whole = st._features(w.customers, w.events, Snapshots(), None, w.as_of, None)
     monkeypatch.setattr(st, "FEATURE_PART_CUSTOMERS", 200)
     import trustml.distributed as dist
     calls = []
     real = dist.features_in_parts
     monkeypatch.setattr(dist, "features_in_parts", lambda *a, **k: calls.append(k["parts"]) or real(*a, **k))
-    parted = Study.load(n_customers=700, n_months=10, seed=4, trials=0).table
+    parted = st._features(w.customers, w.events, Snapshots(), None, w.as_of, None)   # a user's tables beyond the size
     assert calls == [4] and parted.registry.names == whole.registry.names
     assert_frame_equal(parted.frame, whole.frame, check_exact=False, rel_tol=1e-12, abs_tol=1e-12)
+
+
+def test_a_large_simulated_world_stays_on_disk_and_answers_as_in_memory(monkeypatch):
+    """Beyond the partition size the world is simulated to a private folder block by block, its features built a
+    block at a time; stages read scans of it. Everything equals the in-memory study of the same world."""
+    import gc
+
+    import trustml.simulator as sim
+    import trustml.study as st
+    monkeypatch.setattr(sim, "CHUNK_SIZE", 300)                 # four blocks
+    monkeypatch.setattr(st, "TRUTH_MAX_CUSTOMERS", 600)         # truth on the first two
+    memory = Study.load(n_customers=1100, n_months=12, seed=5, trials=0)
+    monkeypatch.setattr(st, "FEATURE_PART_CUSTOMERS", 500)
+    disk = Study.load(n_customers=1100, n_months=12, seed=5, trials=0)
+    assert isinstance(memory.world, sim.World) and isinstance(disk.world, sim.WorldOnDisk)
+    assert len(list((disk.world.folder / "events").glob("*.parquet"))) == 4
+    assert disk.table.frame.equals(memory.table.frame) and disk.source == memory.source   # same events count and fingerprint
+    for name in ("comparison", "truth", "whatif_truth", "causal_effects"):
+        assert json.dumps(_plain(getattr(disk, name)), sort_keys=True, default=str) == \
+            json.dumps(_plain(getattr(memory, name)), sort_keys=True, default=str), name
+    assert np.array_equal(disk.oracle, memory.oracle, equal_nan=True)
+    assert not {"events", "truth"} & set(vars(disk.world))    # stages scanned the world, never read it whole
+    assert disk.events.equals(memory.events) and disk.world.truth.equals(memory.world.truth)   # whole when asked
+    folder = disk.world.folder.parent
+    assert folder.is_dir()
+    del disk
+    gc.collect()
+    assert not folder.exists()                                   # deleted with the study
+
+
+def _plain(value):
+    """A stage's value as plain data to compare (frames as rows, arrays as lists, effects by their summaries)."""
+    if isinstance(value, pl.DataFrame):
+        return value.to_dicts()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "summary"):
+        return value.summary()
+    return value

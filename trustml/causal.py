@@ -277,12 +277,19 @@ def _event_sums(frame: pl.DataFrame, events: pl.DataFrame, types, exprs: list[pl
     age = (d - pl.col("timestamp")).dt.total_seconds() / 86_400.0
     weight = pl.lit(1.0) if half_life_days is None else 0.5 ** (age / half_life_days)
     seen = (pl.col("_month_end") <= d) if complete_months else (pl.col("timestamp") < d)
-    agg = (keys.lazy().join(ev, on=id_column, how="inner")
-           .filter(seen, pl.col("timestamp") < d, age <= window_days)
-           .with_columns(_w=weight)
-           .group_by("_row").agg(*[(pl.col("_w") * pl.col(f"_e{i}")).sum().alias(f"_s{i}") for i in k]))
-    out = keys.lazy().join(agg, on="_row", how="left").sort("_row").collect()
-    return out.select(id_column, "snapshot_date", *[pl.col(f"_s{i}").fill_null(0.0) for i in k])
+    terms = (keys.lazy().join(ev, on=id_column, how="inner", maintain_order="left_right")   # each row's events together
+             .filter(seen, pl.col("timestamp") < d, age <= window_days)
+             .select("_row", *[(weight * pl.col(f"_e{i}")).cast(pl.Float64).fill_null(0.0).alias(f"_p{i}") for i in k])
+             .sort("_row", maintain_order=True).collect())
+    # each row's sum in its events' order, one row after another: the last bit of a float sum depends neither on
+    # threads nor on which other customers' events are in the table (a parallel group-by's does)
+    sums = np.zeros((keys.height, len(k)))
+    row = terms["_row"].to_numpy()
+    if len(row):
+        starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+        for i in k:
+            sums[row[starts], i] = np.add.reduceat(terms[f"_p{i}"].to_numpy(), starts)
+    return keys.select(id_column, "snapshot_date", *[pl.Series(f"_s{i}", sums[:, i]) for i in k])
 
 
 def controls_for(registry: FeatureRegistry, lever: CausalLever) -> list[str]:

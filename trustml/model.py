@@ -432,9 +432,23 @@ def _horizon_in_snapshots(table: FeatureTable) -> int:
 
 def fingerprint(frame: pl.DataFrame) -> str:
     """A short, stable fingerprint of a table's schema and content."""
-    h = hashlib.sha256("|".join(f"{k}:{v}" for k, v in frame.schema.items()).encode())
-    h.update(frame.hash_rows(seed=0).to_numpy().tobytes())
-    return h.hexdigest()[:16]
+    return _Fingerprint().update(frame).hexdigest()
+
+
+class _Fingerprint:
+    """`fingerprint` of a table fed in pieces, in row order: the same as of the whole table."""
+
+    def __init__(self):
+        self._hash = None
+
+    def update(self, frame: pl.DataFrame) -> _Fingerprint:
+        if self._hash is None:
+            self._hash = hashlib.sha256("|".join(f"{k}:{v}" for k, v in frame.schema.items()).encode())
+        self._hash.update(frame.hash_rows(seed=0).to_numpy().tobytes())
+        return self
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()[:16]
 
 
 @dataclass

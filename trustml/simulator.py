@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from scipy.special import expit
 
 from trustml.pillars import EVENT_TYPES, TRUST_PILLARS
 
-__all__ = ["Policy", "Campaign", "OFFERS", "campaign_effects", "SimConfig", "World", "simulate", "simulate_to_dir", "true_effects", "leading_customers",
+__all__ = ["Policy", "Campaign", "OFFERS", "campaign_effects", "SimConfig", "World", "WorldOnDisk", "simulate", "simulate_to_dir", "true_effects", "leading_customers",
            "write_world", "read_world", "read_truth",
            "EVENT_TYPE_DTYPE", "VALUES_EVENT_TYPE_DTYPE", "CHUNK_SIZE"]
 
@@ -186,6 +187,10 @@ class World:
     def as_of(self) -> dt.datetime:
         return _month_starts(self.config.start, self.n_months + 1)[-1].astype(dt.datetime)
 
+    def scan(self, table: str) -> pl.LazyFrame:
+        """One of the tables ('customers', 'events', 'truth') as a LazyFrame."""
+        return getattr(self, table).lazy()
+
     def summary(self) -> pl.DataFrame:
         """Counts per event type and pillar, with monthly churn rate from the truth."""
         from trustml.pillars import pillar_of_event
@@ -193,6 +198,47 @@ class World:
                 .with_columns(pl.col("event_type").cast(pl.String),
                               pillar=pl.col("event_type").cast(pl.String).map_elements(pillar_of_event, return_dtype=pl.String))
                 .sort("pillar", "event_type").select("pillar", "event_type", "events"))
+
+
+class WorldOnDisk:
+    """A world `write_world` or `simulate_to_dir` wrote under `folder`: its settings at once, each table read on first
+    use (then kept) or scanned (`scan`) without reading it. At a million customers the event log is 130 million rows.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> world = WorldOnDisk(simulate_to_dir(200, 6, seed=1, out=Path(tmp.name) / "world"))
+    >>> world.events.equals(simulate(200, 6, seed=1).events), world.scan("truth").select(pl.len()).collect().item() > 0
+    (True, True)
+    >>> tmp.cleanup()
+    """
+
+    def __init__(self, folder: str | Path, config: SimConfig | None = None):
+        import json
+        self.folder = Path(folder)
+        meta = json.loads((self.folder / "world.json").read_text())
+        self.config = config or SimConfig()
+        self.policy, self.seed, self.n_months = Policy(**meta["policy"]), meta["seed"], meta["n_months"]
+        self.n_customers, self.n_events = meta["n_customers"], meta["n_events"]
+
+    def scan(self, table: str) -> pl.LazyFrame:
+        return pl.scan_parquet(self.folder / table / "*.parquet")
+
+    @functools.cached_property
+    def customers(self) -> pl.DataFrame:
+        return self.scan("customers").collect()
+
+    @functools.cached_property
+    def events(self) -> pl.DataFrame:
+        return self.scan("events").collect()
+
+    @functools.cached_property
+    def truth(self) -> pl.DataFrame:
+        return self.scan("truth").collect()
+
+    as_of = World.as_of
+    summary = World.summary
 
 
 def _month_starts(start: dt.date, n: int) -> np.ndarray:

@@ -42,11 +42,17 @@ def _key(data, mapping, n_customers, n_months, seed, trials) -> dict:
     return {"data": str(Path(data).resolve()), "mapping": str(m.resolve()) if isinstance(m, Path) else str(m), "trials": trials}
 
 
-def _read_world(folder: Path):
-    from trustml.simulator import Policy, SimConfig, World, read_truth, read_world
-    meta = json.loads((folder / "world.json").read_text())
-    customers, events = read_world(folder)
-    return World(customers, events, read_truth(folder), SimConfig(), Policy(**meta["policy"]), meta["seed"], meta["n_months"])
+def _link_tree(source: Path, target: Path) -> None:
+    """A copy of the folder `source` at `target`, its files hard-linked where the file system allows (no bytes copied)."""
+    import os
+    import shutil
+
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    shutil.copytree(source, target, copy_function=link)
 
 
 class _Later:
@@ -297,8 +303,7 @@ class Study:
         None for real data."""
         if not self.is_simulated:
             return None
-        w = self.__dict__["_world"]
-        return w.scan() if isinstance(w, _Later) else (w.customers.lazy(), w.events.lazy())
+        return self.world.scan("customers"), self.world.scan("events")
 
     def scan_events(self) -> pl.LazyFrame | None:
         """The event log as a LazyFrame (see `scan_world`): scanned from the artifacts when not read yet."""
@@ -346,9 +351,24 @@ class Study:
             study.trials = int(study.mapping.model["trials"])
         return study
 
+    def events_of(self, frame: pl.DataFrame) -> pl.DataFrame | None:
+        """The event log's rows of `frame`'s customers: a filtered scan when the log is not in memory (at a million
+        customers, 130 million events), else a filter. None without an event log."""
+        if not self.has_events:
+            return None
+        ids = frame.select("customer_id").unique().lazy()
+        e = self.__dict__["_events"]
+        lazy = e.scan() if isinstance(e, _Later) else e.lazy()
+        return lazy.join(ids, on="customer_id", how="semi", maintain_order="left").collect()
+
     @classmethod
     def simulated(cls, n_customers: int = 3000, n_months: int = 18, seed: int = 0, snapshots: Snapshots = Snapshots(),
                   cluster=None) -> Study:
+        """The simulated trust world, in memory; beyond `FEATURE_PART_CUSTOMERS` customers (and without a cluster)
+        on disk, in a private temporary folder deleted with the study: simulated block by block and built into
+        features one block at a time, its tables read only when a stage asks (`simulator.WorldOnDisk`)."""
+        if cluster is None and n_customers > FEATURE_PART_CUSTOMERS:
+            return cls._simulated_on_disk(n_customers, n_months, seed, snapshots)
         from trustml.contract import validate
         from trustml.simulator import simulate
         world = simulate(n_customers, n_months, seed)
@@ -357,6 +377,34 @@ class Study:
         source = {"kind": "simulated", "name": "trustml trust-world simulator", "seed": seed, "customers": n_customers,
                   "months": n_months, "events": world.events.height, "fingerprint": fingerprint(world.events)}
         return cls(table, source=source, world=world, events=world.events)
+
+    @classmethod
+    def _simulated_on_disk(cls, n_customers: int, n_months: int, seed: int, snapshots: Snapshots) -> Study:
+        import shutil
+        import tempfile
+        import weakref
+
+        from trustml.contract import validate
+        from trustml.distributed import features_in_blocks
+        from trustml.model import _Fingerprint
+        from trustml.simulator import WorldOnDisk, simulate_to_dir
+        folder = Path(tempfile.mkdtemp(prefix="trustml-world-"))
+        try:
+            world = WorldOnDisk(simulate_to_dir(n_customers, n_months, seed, folder / "world"))
+            digest = _Fingerprint()
+
+            def each(customers, events):   # the checks and fingerprint of the in-memory path, block by block
+                validate(customers, events, as_of=world.as_of)
+                digest.update(events)
+            table = features_in_blocks(world.folder, snapshots, as_of=world.as_of, each=each)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        source = {"kind": "simulated", "name": "trustml trust-world simulator", "seed": seed, "customers": n_customers,
+                  "months": n_months, "events": world.n_events, "fingerprint": digest.hexdigest()}
+        study = cls(table, source=source, world=world, events=_Later(lambda s: s.world.events, lambda: world.scan("events")))
+        weakref.finalize(study, shutil.rmtree, folder, True)
+        return study
 
     @classmethod
     def from_file(cls, data: str | Path, mapping: str | Path, cluster=None) -> Study:
@@ -388,12 +436,14 @@ class Study:
 
         They hold raw ids: keep the folder private (`trustml report` uses a temporary one and deletes it).
         """
-        from trustml.simulator import write_world
+        from trustml.simulator import WorldOnDisk, write_world
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.table.write(folder / "features.parquet")
         self.trained.save(folder / "model")
-        if self.is_simulated:
+        if self.is_simulated and isinstance(self.world, WorldOnDisk):
+            _link_tree(self.world.folder, folder / "world")
+        elif self.is_simulated:
             write_world(self.world, folder / "world")
         elif self.events is not None:
             self.events.write_parquet(folder / "events.parquet")
@@ -417,9 +467,9 @@ class Study:
         table = _TableOnDisk(folder / "features.parquet")   # rows read when first needed
         world = events = None
         if (folder / "world").is_dir():   # read on first use
-            from trustml.simulator import read_world
-            scan = lambda: read_world(folder / "world", lazy=True)  # noqa: E731
-            world, events = _Later(lambda _: _read_world(folder / "world"), scan), _Later(lambda s: s.world.events, lambda: scan()[1])
+            from trustml.simulator import WorldOnDisk
+            world = WorldOnDisk(folder / "world")
+            events = _Later(lambda s: s.world.events, lambda: world.scan("events"))
         elif (folder / "events.parquet").exists():
             events = _Later(lambda _: pl.read_parquet(folder / "events.parquet"), lambda: pl.scan_parquet(folder / "events.parquet"))
         mapping = None if meta["mapping"] is None else load_mapping(meta["mapping"])
@@ -483,7 +533,9 @@ class Study:
         if not self.is_simulated:
             return None
         keys = self.test.select("customer_id", pl.col("snapshot_date").alias("month_start"))
-        return keys.join(self.world.truth, on=["customer_id", "month_start"], how="left", maintain_order="left")["churn_prob"].to_numpy()
+        truth = (self.world.scan("truth").select("customer_id", "month_start", "churn_prob")
+                 .filter(pl.col("month_start").is_in(keys["month_start"].unique().implode())))
+        return keys.lazy().join(truth, on=["customer_id", "month_start"], how="left", maintain_order="left").collect()["churn_prob"].to_numpy()
 
     @stage()
     def comparison(self) -> pl.DataFrame:
@@ -562,7 +614,8 @@ class Study:
         from trustml.causal import lever_effects
         if not self.has_events:
             raise ValueError("causal lever effects need an event log (exposures are computed from events); this data is a flat table")
-        return lever_effects(self.causal_rows, self.events, self.registry, seed=self.source.get("seed", 0))
+        rows = self.causal_rows
+        return lever_effects(rows, self.events_of(rows), self.registry, seed=self.source.get("seed", 0))
 
     @stage()
     def causal_rows(self) -> pl.DataFrame:
@@ -580,7 +633,8 @@ class Study:
         if levers is None:
             return self.causal_effects
         from trustml.causal import lever_effects
-        return lever_effects(self.causal_rows, self.events, self.registry, levers, seed=self.source.get("seed", 0))
+        rows = self.causal_rows
+        return lever_effects(rows, self.events_of(rows), self.registry, levers, seed=self.source.get("seed", 0))
 
     def explorer(self, causal_levers: list[str] | None = None, **kwargs):
         """The what-if explorer on `latest` with everything this data allows: causal estimates beside the model's
@@ -696,7 +750,11 @@ class Study:
             from trustml.simulator import leading_customers
             keep = test.select(leading_customers(self.truth_customers)).to_series().to_numpy()
             test, expl = test.filter(pl.Series(keep)), expl[keep]
-        return truthfulness(self.trained, test, self.world.truth, n_customers=self.truth_customers,
+        truth = self.world.scan("truth")
+        if self.truth_customers < self.source["customers"]:
+            from trustml.simulator import leading_customers
+            truth = truth.filter(leading_customers(self.truth_customers))
+        return truthfulness(self.trained, test, truth.collect(), n_customers=self.truth_customers,
                             n_months=self.source["months"], seed=self.source["seed"], expl=expl, effects=self.lever_truth)
 
     @stage()
