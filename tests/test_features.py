@@ -201,3 +201,14 @@ def test_event_summary_counts_by_hand_and_reads_a_lazy_log_the_same():
     assert out.rows() == [("other", "mystery", 1, 1, 1.0), ("promises", "promise_broken", 3, 2, 1.5),
                           ("service_quality", "csat", 2, 1, 2.0)]
     assert event_summary(ev.lazy()).equals(out)
+
+
+def test_signal_profile_counts_by_hand_and_reads_a_scan_the_same():
+    from trustml.features import FeatureRegistry, signal_profile
+    frame = pl.DataFrame({"customer_id": list("abcdefg"), "snapshot_date": [dt.date(2024, 1, 1)] * 7,
+                          "churned": [1, 0, 0, 1, None, 0, 1], "n": [0.0, 0.0, 1.0, 1.0, 1.0, 2.0, None]})
+    table = FeatureTable(frame, FeatureRegistry(()), Snapshots(), None)
+    out = signal_profile(table, "n")
+    # labelled rows with a value: n=0 -> 1 of 2 churned, n=1 -> 1 of 2 (the unlabelled row left out), n=2 -> 0 of 1
+    assert out.to_dict(as_series=False) == {"bin": [0.0, 1.0, 2.0], "rows": [2, 2, 1], "churn_rate": [0.5, 0.5, 0.0]}
+    assert signal_profile(frame.lazy(), "n").equals(out) and signal_profile(frame, "n").equals(out)

@@ -212,6 +212,9 @@ def test_an_opened_study_reads_the_feature_rows_only_when_asked(computed, monkey
     assert opened.churn_rate == study.churn_rate and opened.feature_rows == study.table.frame.height
     card = lambda s: json.dumps(s.model_card(), default=str, sort_keys=True)  # noqa: E731  (NaN == NaN as text)
     assert opened.summary() == study.summary() and card(opened) == card(study)
+    assert opened.scan_features().collect().equals(study.table.frame) and opened.feature_settings.frame.height == 0
+    from trustml.features import signal_profile
+    assert signal_profile(opened.scan_features(), "usage__count_30d").equals(signal_profile(study.table, "usage__count_30d"))
     assert opened.split == study.split and "_table" in opened.__dict__ and not hasattr(opened.__dict__["_table"], "frame")
     monkeypatch.setattr(trustml.features.FeatureTable, "read", read)
     assert opened.table.frame.equals(study.table.frame)                        # and whole when asked

@@ -596,12 +596,14 @@ def event_summary(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
             .sort("pillar", "events", descending=[False, True]).collect())
 
 
-def signal_profile(table: FeatureTable, feature: str, bins: int = 8) -> pl.DataFrame:
+def signal_profile(table: FeatureTable | pl.DataFrame | pl.LazyFrame, feature: str, bins: int = 8) -> pl.DataFrame:
     """Observed churn rate by bins of one feature (labelled rows): the raw shape before any model.
 
-    Count features with few distinct values get one bin per value; others quantile bins.
+    Count features with few distinct values get one bin per value; others quantile bins. `table`: a
+    `FeatureTable` or its rows, e.g. a scan (`Study.scan_features`: only the two columns are read).
     """
-    lab = table.labelled().select(feature, "churned").drop_nulls(feature)
+    rows = table.frame if isinstance(table, FeatureTable) else table
+    lab = rows.lazy().filter(pl.col("churned").is_not_null()).select(feature, "churned").drop_nulls(feature).collect()
     x = lab[feature]
     if x.dtype == pl.String or x.n_unique() <= bins:
         key = x.cast(pl.String) if x.dtype == pl.String else x

@@ -284,6 +284,18 @@ class Study:
         return t.head if isinstance(t, _TableOnDisk) else t
 
     @property
+    def feature_settings(self) -> FeatureTable:
+        """The feature table without its rows: registry, snapshot settings, as-of date and the features left out
+        (`table` reads every row; at a million customers, ten million)."""
+        return self._settings
+
+    def scan_features(self) -> pl.LazyFrame:
+        """The feature table's rows as a LazyFrame: a scan of the artifacts when they are not read (a query reads only
+        the columns and rows it needs), else the rows in memory."""
+        t = self.__dict__["_table"]
+        return t.scan() if isinstance(t, _Later) else t.frame.lazy()
+
+    @property
     def feature_rows(self) -> int:
         """Rows of the feature table (known without reading them)."""
         t = self.__dict__["_table"]
