@@ -64,3 +64,16 @@ def test_a_status_attribute_in_an_event_log_is_flagged_against_eventual_churn(wo
     assert per_customer["feature"].to_list() == ["status"]
     assert per_customer["check"][0] == "value vs eventual churn"
     assert isinstance(table, FeatureTable)
+
+
+def test_beyond_max_rows_a_sample_of_whole_customers_is_checked_and_still_finds_the_leak(monkeypatch):
+    import trustml.leakage as leakage
+    table = _flat(n=3000, leak_col=lambda y, rng: np.where(y == 1, "closed", "open"))
+    seen = []
+    real = leakage._auc
+    monkeypatch.setattr(leakage, "_auc", lambda y, s: seen.append(len(y)) or real(y, s))
+    leaks = check_leakage(table.labelled(), table.registry, max_rows=800)
+    assert leaks["feature"].to_list() == ["leak_col"]
+    assert seen and 0 < max(seen) <= 1000 and len(set(seen)) == 1          # one sample of about 800 rows, not 3000
+    seen.clear()
+    assert check_leakage(table.labelled(), table.registry)["feature"].to_list() == ["leak_col"] and set(seen) == {3000}
