@@ -256,6 +256,16 @@ def test_causal_estimate_sits_beside_the_model_association(full, model, effects,
     assert full.result.causal.equals(same.causal)
 
 
+def test_a_scanned_event_log_gives_the_same_causal_estimates(full, model, latest, effects, surv, world, tmp_path):
+    """A log too large to read (a report's artifacts at a million customers) is passed as a scan: each customer picked
+    reads their own events, and the estimates are those of the log in memory."""
+    world.events.write_parquet(tmp_path / "events.parquet", row_group_size=5_000)
+    scanned = Explorer(model, latest, top=10, effects=effects, events=pl.scan_parquet(tmp_path / "events.parquet"), survival=surv)
+    for i in (3, 0):
+        full.customer.value, scanned.customer.value = full.customer.options[i][1], scanned.customer.options[i][1]
+        assert scanned.chart.causal == full.chart.causal and scanned.result.causal.equals(full.result.causal)
+
+
 def test_moving_a_lever_shows_its_causal_estimate_or_that_it_has_none(full, world, effects):
     from trustml.causal import causal_for_rows
     full.set(promise_broken=_other(full, "promise_broken"), marketing_contact=_other(full))

@@ -1,3 +1,4 @@
+import dataclasses
 import datetime as dt
 from types import SimpleNamespace
 
@@ -344,3 +345,22 @@ def test_scoring_in_slices_equals_scoring_at_once(sim, monkeypatch):
     whole = surv.log_odds(test)
     monkeypatch.setattr(sv, "SCORE_CHUNK_ROWS", 7)   # many slices, the last one short
     assert test.height % 7 and np.array_equal(surv.log_odds(test), whole)
+
+
+def test_a_large_frame_scored_again_is_not_scored_twice(sim, monkeypatch):
+    """Curves, lifetimes and CLV of every customer score the same frame: beyond one slice it is scored once."""
+    _, _, _, test, surv = sim
+    surv = dataclasses.replace(surv)   # a model of its own: nothing kept from other tests
+    monkeypatch.setattr(sv, "SCORE_CHUNK_ROWS", 7)
+    calls = []
+    real = surv.model.decision_function
+    monkeypatch.setattr(surv.model, "decision_function", lambda X: calls.append(len(X)) or real(X))
+    first = surv.survival(test)
+    n = len(calls)
+    first[:] = -1                                                     # a caller's changes never reach the next one
+    again = surv.survival(test)
+    assert sv.lifetime_table(surv, test)["expected_months"].len() == test.height and len(calls) == n
+    assert np.array_equal(again, np.cumprod(1 - sv.expit(surv.log_odds(test.clone())), axis=1))   # another frame: scored
+    assert len(calls) == 2 * n
+    surv.survival(test, 3)                                            # another question: scored anew
+    assert len(calls) > 2 * n

@@ -105,7 +105,8 @@ class Explorer:
     `top`: how many of the riskiest customers the picker lists; any other customer is found by
     id (`find`). `sample`: rows explained for the cohort means (seeded; all rows when fewer).
     `effects` (`trustml.causal.lever_effects`) with `events` (the event log the effects were
-    estimated from): each lever's causal estimate for the customer shown, beside the model's answer.
+    estimated from; a LazyFrame scan of a large log is read one customer at a time): each lever's causal
+    estimate for the customer shown, beside the model's answer.
     `survival` (`trustml.survival.fit_survival` on the same features): the survival curve before and
     after the what-if. `risk`: `trained.predict_risk(frame)` if already computed (e.g. by a scoring
     run), so a large frame is not scored twice; checked on the customers listed.
@@ -114,7 +115,7 @@ class Explorer:
 
     def __init__(self, trained: TrainedModel, frame: pl.DataFrame, *, top: int = 50, cohort_column: str | None = "plan",
                  id_column: str = "customer_id", sample: int = 20_000, seed: int = 0, draw: bool = True,
-                 effects: dict | None = None, events: pl.DataFrame | None = None, survival=None, risk=None):
+                 effects: dict | None = None, events: pl.DataFrame | pl.LazyFrame | None = None, survival=None, risk=None):
         self.trained, self.frame, self.id_column, self.top = trained, frame, id_column, top
         if effects and id_column not in frame.columns:
             raise ValueError(f"Explorer: effects= needs the customers' ids ({id_column!r}) to find their events")
@@ -367,14 +368,20 @@ class Explorer:
         return self
 
     # -- causal estimates beside the model's answer ------------------------------------------------
-    def _by_customer(self, events: pl.DataFrame) -> pl.DataFrame:
-        """The event log sorted by customer (once, unless it already is): a customer's events are then a slice."""
-        if self.id_column not in events.columns:
+    def _by_customer(self, events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame:
+        """The event log sorted by customer (once, unless it already is): a customer's events are then a slice. A
+        LazyFrame (a scan of a log too large to read, e.g. `Study.explorer` on a report's artifacts) is filtered per
+        customer instead: parquet sorted by customer skips every row group but the customer's."""
+        if self.id_column not in events.collect_schema().names():
             raise ValueError(f"Explorer: events= has no {self.id_column!r} column")
+        if isinstance(events, pl.LazyFrame):
+            return events
         ids = events[self.id_column]
         return events if ids.is_sorted() else events.sort(self.id_column, maintain_order=True)
 
     def _customer_events(self, row: pl.DataFrame) -> pl.DataFrame:
+        if isinstance(self._events, pl.LazyFrame):
+            return self._events.filter(pl.col(self.id_column) == row[self.id_column][0]).collect()
         ids = self._events[self.id_column]
         cid = row[self.id_column].cast(ids.dtype)[0]
         lo, hi = ids.search_sorted(cid, side="left"), ids.search_sorted(cid, side="right")

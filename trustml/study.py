@@ -654,7 +654,9 @@ class Study:
         from trustml.explorer import Explorer
         surv = None if self.survival_problem else self.survival   # e.g. a flat table with no tenure: no curve to draw
         effects = self.lever_effects(causal_levers) or None
-        return Explorer(self.trained, self.latest, effects=effects, events=self.events if effects else None, survival=surv,
+        e = self.__dict__["_events"]   # not read yet (a report's artifacts): a scan, filtered per customer picked
+        events = (e.scan() if isinstance(e, _Later) else e) if effects else None
+        return Explorer(self.trained, self.latest, effects=effects, events=events, survival=surv,
                         risk=self.latest_risk, **kwargs)
 
     @cached_property

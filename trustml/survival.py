@@ -240,10 +240,16 @@ class SurvivalModel:
         if frame.height == 0:
             return np.zeros((0, h))
         if frame.height > SCORE_CHUNK_ROWS:   # rows x horizon person-months: scored in slices, the memory of one
-            start = None if start is None else np.broadcast_to(np.asarray(start, dtype=float), (frame.height,))
-            return np.concatenate([self.log_odds(frame.slice(i, SCORE_CHUNK_ROWS), h,
-                                                 start=None if start is None else start[i:i + SCORE_CHUNK_ROWS])
-                                   for i in range(0, frame.height, SCORE_CHUNK_ROWS)])
+            last = self.__dict__.get("_last_scored")
+            if start is None and last is not None and last[0] is frame and last[1] == h:
+                return last[2].copy()   # the same large frame again (curves, lifetimes and CLV of every customer)
+            starts = None if start is None else np.broadcast_to(np.asarray(start, dtype=float), (frame.height,))
+            out = np.concatenate([self.log_odds(frame.slice(i, SCORE_CHUNK_ROWS), h,
+                                                start=None if starts is None else starts[i:i + SCORE_CHUNK_ROWS])
+                                  for i in range(0, frame.height, SCORE_CHUNK_ROWS)])
+            if start is None:   # kept with the frame itself, so it is never taken for another frame
+                self.__dict__["_last_scored"] = (frame, h, out)
+            return out.copy()
         return self.model.decision_function(self._periods(frame, h, start)).reshape(frame.height, h)
 
     def hazards(self, frame: pl.DataFrame, horizon: int | None = None, *, start=None) -> np.ndarray:
