@@ -369,9 +369,7 @@ class Study:
         if not self.has_events:
             return None
         ids = frame.select("customer_id").unique().lazy()
-        e = self.__dict__["_events"]
-        lazy = e.scan() if isinstance(e, _Later) else e.lazy()
-        return lazy.join(ids, on="customer_id", how="semi", maintain_order="left").collect()
+        return self.scan_events().join(ids, on="customer_id", how="semi", maintain_order="left").collect()
 
     @classmethod
     def simulated(cls, n_customers: int = 3000, n_months: int = 18, seed: int = 0, snapshots: Snapshots = Snapshots(),
@@ -759,15 +757,11 @@ class Study:
         if not self.is_simulated:
             return None
         from trustml.explanations import truthfulness
-        test, expl = self.test, self.explanation
+        test, expl, truth = self.test, self.explanation, self.world.scan("truth")
         if self.truth_customers < self.source["customers"]:
             from trustml.simulator import leading_customers
             keep = test.select(leading_customers(self.truth_customers)).to_series().to_numpy()
-            test, expl = test.filter(pl.Series(keep)), expl[keep]
-        truth = self.world.scan("truth")
-        if self.truth_customers < self.source["customers"]:
-            from trustml.simulator import leading_customers
-            truth = truth.filter(leading_customers(self.truth_customers))
+            test, expl, truth = test.filter(pl.Series(keep)), expl[keep], truth.filter(leading_customers(self.truth_customers))
         return truthfulness(self.trained, test, truth.collect(), n_customers=self.truth_customers,
                             n_months=self.source["months"], seed=self.source["seed"], expl=expl, effects=self.lever_truth)
 
