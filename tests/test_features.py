@@ -212,3 +212,14 @@ def test_signal_profile_counts_by_hand_and_reads_a_scan_the_same():
     # labelled rows with a value: n=0 -> 1 of 2 churned, n=1 -> 1 of 2 (the unlabelled row left out), n=2 -> 0 of 1
     assert out.to_dict(as_series=False) == {"bin": [0.0, 1.0, 2.0], "rows": [2, 2, 1], "churn_rate": [0.5, 0.5, 0.0]}
     assert signal_profile(frame.lazy(), "n").equals(out) and signal_profile(frame, "n").equals(out)
+
+
+def test_signal_profile_bins_a_continuous_feature_by_quantiles():
+    from trustml.features import FeatureRegistry, signal_profile
+    n = 800
+    frame = pl.DataFrame({"customer_id": [str(i) for i in range(n)], "snapshot_date": [dt.date(2024, 1, 1)] * n,
+                          "churned": [int(i >= 600) for i in range(n)], "x": [float(i) for i in range(n)]})
+    out = signal_profile(FeatureTable(frame, FeatureRegistry(()), Snapshots(), None), "x", bins=4)
+    # quartiles of 0..799 at 199.75, 399.5, 599.25: 200 rows each, the last quarter all churners
+    assert out["rows"].to_list() == [200, 200, 200, 200] and out["churn_rate"].to_list() == [0.0, 0.0, 0.0, 1.0]
+    assert out["bin"].to_list() == ["(-inf, 199.8]", "(199.8, 399.5]", "(399.5, 599.2]", "(599.2, inf]"]

@@ -24,6 +24,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from trustml.contract import ContractError, Problem
@@ -608,8 +609,12 @@ def signal_profile(table: FeatureTable | pl.DataFrame | pl.LazyFrame, feature: s
     if x.dtype == pl.String or x.n_unique() <= bins:
         key = x.cast(pl.String) if x.dtype == pl.String else x
         grouped = lab.with_columns(bin=key)
-    else:
-        grouped = lab.with_columns(bin=x.qcut(bins, allow_duplicates=True).cast(pl.String))
+    else:   # quantile bins, right-closed; equal quantiles merge
+        values = x.cast(pl.Float64).to_numpy()
+        breaks = np.unique(np.quantile(values, np.arange(1, bins) / bins))
+        edges = [-np.inf, *breaks, np.inf]
+        names = np.array([f"({edges[i]:.4g}, {edges[i + 1]:.4g}]" for i in range(len(edges) - 1)])
+        grouped = lab.with_columns(bin=pl.Series(names[np.searchsorted(breaks, values, side="left")]))
     out = grouped.group_by("bin").agg(pl.len().alias("rows"), pl.col("churned").mean().alias("churn_rate"),
                                       pl.col(feature).min().alias("_lo"))
     return out.sort("_lo").drop("_lo")
