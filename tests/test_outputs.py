@@ -121,6 +121,15 @@ def test_an_interrupted_report_leaves_nothing_that_looks_like_a_result(tmp_path,
         assert all(q.name.startswith(".report.partial-") for q in tmp_path.iterdir())
         _cli("simulate", "--customers", "50", "--months", "3", "--out", str(out))
         assert not any(tmp_path.glob(".report.partial-*"))
+        # and the report's private analysis folder (raw ids), removed by the next report's first step
+        import shutil
+        import tempfile
+
+        from trustml.outputs import private_folder
+        left = list(Path(tempfile.gettempdir()).glob(f"trustml-report-{p.pid}-*"))
+        assert left
+        shutil.rmtree(private_folder("trustml-report-"))
+        assert not any(q.exists() for q in left)
 
 
 def test_the_cli_module_reports_the_staging_target_not_the_staging_path(tmp_path, capsys):

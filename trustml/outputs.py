@@ -31,7 +31,45 @@ from pathlib import Path
 
 from trustml.contract import ContractError, Problem
 
-__all__ = ["staged", "check_target"]
+__all__ = ["staged", "check_target", "private_folder"]
+
+
+def private_folder(prefix: str) -> Path:
+    """A new private temporary folder (mode 0700) named ``<prefix><pid>-*``, for working files that hold raw ids.
+
+    Its owner deletes it when done; a run that was killed cannot, so each new one first removes the folders of
+    this prefix whose process is gone (a PID in use by another program keeps its folder: nothing is removed by
+    mistake).
+
+    Examples
+    --------
+    >>> import subprocess, sys
+    >>> gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    >>> import tempfile
+    >>> stale = Path(tempfile.gettempdir()) / f"trustml-doctest-{gone.stdout.strip()}-x"
+    >>> stale.mkdir()
+    >>> mine = private_folder("trustml-doctest-")
+    >>> stale.exists(), mine.is_dir(), oct(mine.stat().st_mode & 0o777)
+    (False, True, '0o700')
+    >>> shutil.rmtree(mine)
+    """
+    import tempfile
+    root = Path(tempfile.gettempdir())
+    for old in root.glob(f"{prefix}*-*"):
+        pid = old.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's process
+        return True
+    return True
 
 
 def _refuse(target: Path, what: str) -> ContractError:

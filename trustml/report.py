@@ -214,7 +214,6 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
     import asyncio
     import shutil
     import signal
-    import tempfile
 
     from trustml.study import Study, _key
     folder = Path(notebooks) if notebooks else suite_dir()
@@ -224,7 +223,8 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
     out = Path(out)
     study = Study.load(data, mapping, n_customers=n_customers, n_months=n_months, seed=seed, trials=trials,
                        cluster=cluster)  # bad data fails here
-    cache = Path(tempfile.mkdtemp(prefix="trustml-report-"))
+    from trustml.outputs import private_folder
+    cache = private_folder("trustml-report-")   # a killed run's folder is removed by the next report
     stop = {"signal": None}
 
     def interrupt(signum, frame):  # noqa: ARG001

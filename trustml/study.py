@@ -391,14 +391,14 @@ class Study:
     @classmethod
     def _simulated_on_disk(cls, n_customers: int, n_months: int, seed: int, snapshots: Snapshots) -> Study:
         import shutil
-        import tempfile
         import weakref
 
         from trustml.contract import validate
         from trustml.distributed import features_in_blocks
         from trustml.model import _Fingerprint
+        from trustml.outputs import private_folder
         from trustml.simulator import WorldOnDisk, simulate_to_dir
-        folder = Path(tempfile.mkdtemp(prefix="trustml-world-"))
+        folder = private_folder("trustml-world-")
         try:
             world = WorldOnDisk(simulate_to_dir(n_customers, n_months, seed, folder / "world"))
             digest = _Fingerprint()
