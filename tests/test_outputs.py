@@ -1,9 +1,11 @@
 """Outputs appear whole or not at all: staging, refusal of a mixed --out, and the CLI's promise for user mistakes."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 
 from trustml.cli import main
 from trustml.contract import ContractError
-from trustml.outputs import check_target, staged
+from trustml.outputs import check_target, private_folder, staged
 
 
 def test_a_failure_inside_leaves_nothing(tmp_path):
@@ -111,6 +113,8 @@ def test_an_interrupted_report_leaves_nothing_that_looks_like_a_result(tmp_path,
     while time.time() < deadline and not any(tmp_path.glob(".report.partial-*/01_*.html")) and p.poll() is None:
         time.sleep(0.2)
     assert p.poll() is None, p.communicate()
+    private = list(Path(tempfile.gettempdir()).glob(f"trustml-report-{p.pid}-*"))   # its analysis (raw ids), while it runs
+    assert private
     p.send_signal(sig)
     _, err = p.communicate(timeout=120)
     assert not out.exists()
@@ -121,15 +125,9 @@ def test_an_interrupted_report_leaves_nothing_that_looks_like_a_result(tmp_path,
         assert all(q.name.startswith(".report.partial-") for q in tmp_path.iterdir())
         _cli("simulate", "--customers", "50", "--months", "3", "--out", str(out))
         assert not any(tmp_path.glob(".report.partial-*"))
-        # and the report's private analysis folder (raw ids), removed by the next report's first step
-        import shutil
-        import tempfile
-
-        from trustml.outputs import private_folder
-        left = list(Path(tempfile.gettempdir()).glob(f"trustml-report-{p.pid}-*"))
-        assert left
+        # and the report's private analysis folder, removed by the next report's first step (or another's already)
         shutil.rmtree(private_folder("trustml-report-"))
-        assert not any(q.exists() for q in left)
+    assert not any(q.exists() for q in private)
 
 
 def test_the_cli_module_reports_the_staging_target_not_the_staging_path(tmp_path, capsys):
