@@ -187,10 +187,9 @@ def validate(
         n, ex = _rows(customers, pl.col("monthly_price") < 0, "monthly_price")
         if n:
             problems.append(Problem("customers", "monthly_price", "negative price", n, ex))
-    dtype = events.schema.get("event_type")
-    all_known = isinstance(dtype, pl.Enum) and set(dtype.categories.to_list()) <= set(EVENT_TYPES) | set(extra_event_types or {})
+    known, dtype = set(EVENT_TYPES) | set(extra_event_types or {}), events.schema.get("event_type")
+    all_known = isinstance(dtype, pl.Enum) and set(dtype.categories.to_list()) <= known
     if usable("events", "event_type") and not all_known:   # an Enum of known types holds no unknown one: no row to read
-        known = set(EVENT_TYPES) | set(extra_event_types or {})
         et = pl.col("event_type").cast(pl.String)
         n, ex = _rows(events, ~et.is_in(sorted(known)) & et.is_not_null(), et)
         if n:

@@ -215,6 +215,7 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
     import shutil
     import signal
 
+    from trustml.outputs import private_folder
     from trustml.study import Study, _key
     folder = Path(notebooks) if notebooks else suite_dir()
     paths = suite(folder)
@@ -223,7 +224,6 @@ def run_report(out: str | Path, *, data: str | Path | None = None, mapping: str 
     out = Path(out)
     study = Study.load(data, mapping, n_customers=n_customers, n_months=n_months, seed=seed, trials=trials,
                        cluster=cluster)  # bad data fails here
-    from trustml.outputs import private_folder
     cache = private_folder("trustml-report-")   # a killed run's folder is removed by the next report
     stop = {"signal": None}
 

@@ -424,11 +424,15 @@ class _Block:
         P["values"] += np.where(v["exposed_inc"], np.where(care, -1.0, -0.1), 0.0)
         P["values"] += np.where(v["exposed_com"], np.where(care, 0.5, 0.05), 0.0)
 
+    @functools.cached_property
+    def ids(self) -> pl.Series:
+        """The block's customer ids (C0000001, C0000002, ... from `first_id`)."""
+        return pl.Series("customer_id", [f"C{self.first_id + i:07d}" for i in range(self.n)], dtype=pl.String)
+
     def campaign_state(self, c: Campaign) -> tuple[np.ndarray, np.ndarray]:
         """(assigned to treatment and active by the campaign month, would abuse a goodwill credit), per customer."""
         from trustml.campaigns import assign
-        ids = [f"C{self.first_id + i:07d}" for i in range(self.n)]
-        treated = assign(ids, c.share, c.seed) & (self.signup_month <= c.month_in(self.M))
+        treated = assign(self.ids.to_list(), c.share, c.seed) & (self.signup_month <= c.month_in(self.M))
         abuse = np.random.default_rng(np.random.SeedSequence([*self.seed_key, 7919])).random(self.n) < 0.15
         return treated, abuse
 
@@ -541,11 +545,10 @@ class _Block:
     def tables(self, policy: Policy) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         grids, ev = self.play(policy)
         n = self.n
-        ids = np.array([f"C{self.first_id + i:07d}" for i in range(n)])
         referred = np.where(self.channel == 2, np.floor(self.referred_by_draw * np.maximum(self.first_id + np.arange(n), 1)).astype(int), -1)
         referred_by = [f"C{r:07d}" if r >= 0 and r < self.first_id + i else None for i, r in enumerate(referred)]
         customers = pl.DataFrame({
-            "customer_id": ids,
+            "customer_id": self.ids,
             "signup_date": self.signup_ts.astype("datetime64[D]"),
             "plan": np.array(PLANS)[self.plan],
             "monthly_price": np.round(self.price0, 2),  # price at signup; changes are events
@@ -555,22 +558,21 @@ class _Block:
         dtype = VALUES_EVENT_TYPE_DTYPE if self.cfg.values_events else EVENT_TYPE_DTYPE
         types = pl.Series([t if t in dtype.categories else None for t in EVENT_TYPES], dtype=pl.String).cast(dtype)
         events = pl.DataFrame({   # gathered from the n ids and the event types (not a numpy string per event)
-            "customer_id": pl.Series(ids, dtype=pl.String).gather(ev["customer"]),
+            "customer_id": self.ids.gather(ev["customer"]),
             "timestamp": ev["timestamp"],
             "event_type": types.gather(ev["event"]),
             "value": ev["value"],
         }).with_columns(pl.col("value").fill_nan(None)).sort("customer_id", "timestamp", "event_type", "value", nulls_last=True)
-        return customers, events, self.truth(grids, ids)
+        return customers, events, self.truth(grids)
 
-    def truth(self, grids: dict, ids: np.ndarray | None = None) -> pl.DataFrame:
+    def truth(self, grids: dict) -> pl.DataFrame:
         """One row per customer-month while the customer is active at the month start (from `play`'s grids)."""
-        n, M = self.n, self.M
-        ids = np.array([f"C{self.first_id + i:07d}" for i in range(n)]) if ids is None else ids
+        M = self.M
         alive = grids["active"] & (np.arange(M)[None, :] <= grids["first_churn_month"][:, None])
         at_start = alive & (self.months[None, :M] > self.signup_ts[:, None])
         ii, mm = np.nonzero(at_start)
         return pl.DataFrame({
-            "customer_id": pl.Series(ids, dtype=pl.String).gather(ii),
+            "customer_id": self.ids.gather(ii),
             "month_start": self.months[mm].astype("datetime64[D]"),
             "churn_prob": grids["hazard"][ii, mm],
             "logit": grids["logit"][ii, mm],
@@ -672,8 +674,7 @@ def campaign_effects(n_customers: int, n_months: int, seed: int, campaign: Campa
         price = g0["price"][:, min(m + 1, n_months - 1)]
         cost = {"service_call": np.full(n, 15.0), "promise_followup": np.full(n, 8.0), "discount": 0.2 * 3 * price,
                 "goodwill_credit": np.where(abuse, 40.0, 10.0)}[campaign.offer]
-        ids = np.array([f"C{first + 1 + i:07d}" for i in range(n)])
-        out.append(pl.DataFrame({"customer_id": ids, "assigned": assigned, "p_churn_control": p0, "p_churn_offered": p1,
+        out.append(pl.DataFrame({"customer_id": block.ids, "assigned": assigned, "p_churn_control": p0, "p_churn_offered": p1,
                                  "effect": p1 - p0, "cost": cost, "monthly_price": price,
                                  "contact_averse": block.tolerance == 1, "abuser": abuse}).filter(pl.Series(eligible)))
     return pl.concat(out)

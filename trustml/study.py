@@ -56,16 +56,22 @@ def _link_tree(source: Path, target: Path) -> None:
 
 
 class _Later:
-    """A `Study` attribute not read yet (a study opened from artifacts): `load(study)` reads it on first use, `scan()`
-    gives LazyFrames of it from disk meanwhile."""
+    """A `Study` attribute not read yet (a study opened from artifacts, or a simulated world on disk): `load(study)`
+    reads it on first use, `scan()` gives LazyFrames of it from disk meanwhile."""
 
     def __init__(self, load, scan):
         self.load, self.scan = load, scan
 
 
+def _events_of_world(world) -> _Later:
+    """A world on disk's event log, read through the world (read once, shared) or scanned."""
+    return _Later(lambda s: s.world.events, lambda: world.scan("events"))
+
+
 class _ReadOnUse:
-    """A `Study` attribute that may hold a `_Later` until first used: the world, the event log and the feature table
-    are large (about 130 events and 10 feature rows a customer), and a notebook that shows stages never reads them."""
+    """A `Study` attribute that may hold a `_Later` until first used: the event log and the feature table are large
+    (about 130 events and 10 feature rows a customer), and a notebook that shows stages never reads them (a world on
+    disk reads its own tables on first use: `simulator.WorldOnDisk`)."""
 
     def __set_name__(self, owner, name: str):
         self.key = f"_{name}"
@@ -275,19 +281,14 @@ class Study:
         self.cluster = None                 # Dask for features and explanations (see `load`); None: this process
 
     # -- construction ------------------------------------------------------------------------
-    world, events, table = _ReadOnUse(), _ReadOnUse(), _ReadOnUse()   # opened from artifacts: read on first use (`open`)
-
-    @property
-    def _settings(self) -> FeatureTable:
-        """The feature table's registry, snapshot settings, as-of date and left-out features, without reading its rows."""
-        t = self.__dict__["_table"]
-        return t.head if isinstance(t, _TableOnDisk) else t
+    events, table = _ReadOnUse(), _ReadOnUse()   # opened from artifacts or on disk: read on first use (`open`)
 
     @property
     def feature_settings(self) -> FeatureTable:
-        """The feature table without its rows: registry, snapshot settings, as-of date and the features left out
+        """The feature table's registry, snapshot settings, as-of date and left-out features, without reading its rows
         (`table` reads every row; at a million customers, ten million)."""
-        return self._settings
+        t = self.__dict__["_table"]
+        return t.head if isinstance(t, _TableOnDisk) else t
 
     def scan_features(self) -> pl.LazyFrame:
         """The feature table's rows as a LazyFrame: a scan of the artifacts when they are not read (a query reads only
@@ -304,10 +305,7 @@ class Study:
     def _labelled_where(self, where: pl.Expr) -> pl.DataFrame:
         """The labelled rows of the feature table that satisfy `where`, in table order (read from disk alone when
         the table is not in memory: a notebook that shows the test rows never reads the other snapshots)."""
-        t = self.__dict__["_table"]
-        if isinstance(t, _TableOnDisk):
-            return t.scan().filter(pl.col("churned").is_not_null() & where).collect()
-        return t.labelled().filter(where)
+        return self.scan_features().filter(pl.col("churned").is_not_null() & where).collect()
 
     def scan_world(self) -> tuple[pl.LazyFrame, pl.LazyFrame] | None:
         """The simulated world's customers and events as LazyFrames: scanned from the artifacts when a study opened
@@ -412,7 +410,7 @@ class Study:
             raise
         source = {"kind": "simulated", "name": "trustml trust-world simulator", "seed": seed, "customers": n_customers,
                   "months": n_months, "events": world.n_events, "fingerprint": digest.hexdigest()}
-        study = cls(table, source=source, world=world, events=_Later(lambda s: s.world.events, lambda: world.scan("events")))
+        study = cls(table, source=source, world=world, events=_events_of_world(world))
         weakref.finalize(study, shutil.rmtree, folder, True)
         return study
 
@@ -479,7 +477,7 @@ class Study:
         if (folder / "world").is_dir():   # read on first use
             from trustml.simulator import WorldOnDisk
             world = WorldOnDisk(folder / "world")
-            events = _Later(lambda s: s.world.events, lambda: world.scan("events"))
+            events = _events_of_world(world)
         elif (folder / "events.parquet").exists():
             events = _Later(lambda _: pl.read_parquet(folder / "events.parquet"), lambda: pl.scan_parquet(folder / "events.parquet"))
         mapping = None if meta["mapping"] is None else load_mapping(meta["mapping"])
@@ -499,7 +497,7 @@ class Study:
     # -- stages --------------------------------------------------------------------------------
     @property
     def registry(self):
-        return self._settings.registry
+        return self.feature_settings.registry
 
     @cached_property
     def _fit(self):
@@ -526,7 +524,7 @@ class Study:
         """Customers to act on now: the latest snapshot (labelled or not). For a flat table, every customer it does
         not mark as churned, each with an out-of-fold risk (`trustml.model.out_of_fold`): campaigns and the explorer
         cover them all, never the training customers' in-sample risks."""
-        if self._settings.is_flat:
+        if self.feature_settings.is_flat:
             from trustml.model import out_of_fold
             return out_of_fold(self.table, self.trained, self.split)
         return self.table.latest()
@@ -852,12 +850,12 @@ class Study:
     def model_card(self) -> dict:
         """What the model is, what it was trained on, how good it is, and its limits: a JSON-ready dict."""
         reg, comp = self.registry, self.comparison
-        snaps = self._settings.snapshots
+        snaps = self.feature_settings.snapshots
         label = ("the data's own churn column" if snaps.churn == "label" else
                  f"{snaps.churn} within {snaps.horizon} after a lead of {snaps.lead}, snapshots every {snaps.every}")
         from trustml.leakage import describe_leaks
         calibrator = self.trained.calibrator
-        cal_where = "cross-fitted predictions of the training customers" if self._settings.is_flat else "snapshots after the training ones"
+        cal_where = "cross-fitted predictions of the training customers" if self.feature_settings.is_flat else "snapshots after the training ones"
         card = {
             "warnings": describe_leaks(self.leaks) + self.directions[1] + [str(p) for p in self.warnings],
             "model": "LightGBM churn classifier (trustml.ChurnModel), parameters tuned per data set with Optuna, "
@@ -867,7 +865,7 @@ class Study:
             "split": self.trained.metadata["trained_on"],
             "tuning": self.trained.metadata.get("tuning"),
             "features": [{"name": f.name, "pillar": f.pillar, "actionable": f.actionable, "description": f.description} for f in reg],
-            "left_out": self._settings.dropped,
+            "left_out": self.feature_settings.dropped,
             "pillars": reg.pillars,
             "metrics": comp.to_dicts(),
             "held_out_folds": self.folds.to_dicts(),
@@ -909,7 +907,7 @@ class Study:
         if self.is_simulated:
             out += ["Trained and tested on simulated data: real customers differ; re-train and re-check on your own.",
                     "Ticket counts are confounded with usage (heavy users open more tickets): read them as context, not as a lever."]
-        if self._settings.is_flat:
+        if self.feature_settings.is_flat:
             out.append("One undated snapshot: the split is by customer, not by time, so drift over time is not measured.")
         missing = [p for p in TRUST_PILLARS if p not in self.registry.pillars]
         if missing:

@@ -907,8 +907,7 @@ def true_hazard_grid(world, customers: pl.Series | None = None) -> pl.DataFrame:
         block = _Block(first + 1, n, world.n_months, world.seed, b, world.config)
         grids, _ = block.play(world.policy, events=False)
         M = world.n_months
-        ids = pl.Series([f"C{first + 1 + i:07d}" for i in range(n)], dtype=pl.String)
-        parts.append(pl.DataFrame({"customer_id": ids.gather(np.repeat(np.arange(n), M)),
+        parts.append(pl.DataFrame({"customer_id": block.ids.gather(np.repeat(np.arange(n), M)),
                                    "month_start": np.tile(block.months[:M].astype("datetime64[D]"), n),
                                    "churn_prob": grids["hazard"].ravel()}))
     if not parts:
