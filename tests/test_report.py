@@ -226,3 +226,25 @@ def test_a_kernel_runs_notebooks_one_after_another_each_from_a_fresh_state(tmp_p
     assert alone[1] == "False" and alone[3] != "9"
     for nb in (runs[1], runs[3]):
         assert nb.cells[0].execution_count == 1 and any("image/png" in o.get("data", {}) for o in nb.cells[0].outputs)
+
+
+def test_kernels_side_by_side_get_one_blas_thread_each_and_a_single_kernel_all(tmp_path):
+    import asyncio
+
+    from trustml.report import _Kernels
+    probe = "from threadpoolctl import threadpool_info\nprint(max(p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'))"
+
+    async def threads(jobs: int) -> int:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(probe)]
+        kernels = _Kernels(jobs, tmp_path)
+        try:
+            await kernels.run(nb, 120)
+        finally:
+            await kernels.close()
+        return int(nb.cells[0].outputs[0]["text"])
+    from threadpoolctl import threadpool_info
+    here = max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+    assert asyncio.run(threads(2)) == 1
+    assert asyncio.run(threads(1)) == here
+

@@ -137,10 +137,17 @@ def test_every_risk_and_what_if_starts_from_the_out_of_fold_risk(flat):
     assert plan["risk"].to_numpy() == pytest.approx(top, abs=1e-3)
 
 
-def test_two_jobs_compute_the_same_analysis_as_one():
-    names = ["comparison", "explanation", "latest_risk", "economics", "truth", "whatif_truth", "causal_effects", "causal_truth"]
+def test_two_jobs_compute_the_same_analysis_as_one(monkeypatch):
+    import threading
+
+    from trustml import survival
+    threads, versus_truth = [], survival.versus_truth
+    monkeypatch.setattr(survival, "versus_truth", lambda *a, **k: threads.append(threading.current_thread().name) or versus_truth(*a, **k))
+    names = ["comparison", "explanation", "latest_risk", "economics", "truth", "whatif_truth", "causal_effects", "causal_truth",
+             "survival_truth"]
     one = Study.load(n_customers=900, n_months=12, seed=3, trials=2).compute(names)
     two = Study.load(n_customers=900, n_months=12, seed=3, trials=2).compute(names, jobs=2)
+    assert threads[0] == threading.main_thread().name and threads[1] == "trustml-beside-the-model"
     assert two.comparison.equals(one.comparison)
     assert np.array_equal(two.explanation.values, one.explanation.values)
     assert np.array_equal(two.latest_risk, one.latest_risk) and np.array_equal(two.clv, one.clv)
@@ -149,6 +156,8 @@ def test_two_jobs_compute_the_same_analysis_as_one():
     for lever, effect in one.causal_effects.items():   # polars' parallel sums leave ~1e-17 between any two runs
         assert np.allclose(two.causal_effects[lever].theta, effect.theta, rtol=0, atol=1e-12), lever
     assert two.causal_truth.equals(one.causal_truth)
+    for part in ("quality", "top_decile", "clv"):   # in the second thread too (the world is in memory)
+        assert two.survival_truth[part].equals(one.survival_truth[part]), part
     assert "lever_truth" not in two.__dict__   # let go once the truth stages are done
 
 
@@ -277,3 +286,15 @@ def _plain(value):
     if hasattr(value, "summary"):
         return value.summary()
     return value
+
+
+def test_compute_holds_blas_to_one_thread_and_lets_it_go_after(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    from trustml.study import Study
+    seen = []
+    blas = lambda: max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")  # noqa: E731
+    monkeypatch.setattr(Study, "churn_rate", property(lambda self: seen.append(blas()) or 0.1), raising=False)
+    before = blas()
+    Study.load(n_customers=300, n_months=8, trials=0).compute(["churn_rate"])
+    assert seen == [1] and blas() == before

@@ -53,6 +53,28 @@ HASH_SEED = 20_240_101  # fixed: the same customer always lands in the same part
 _ID = "customer_id"
 
 
+# --- side by side on one machine -----------------------------------------------------------
+
+# one BLAS / OpenMP thread for each of several workers sharing the cores (Dask worker slots, the report's kernels):
+# each library's own pool of all cores, times the workers, oversubscribes the cores and spins (OpenBLAS busy-waits)
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def one_thread_each():
+    """Hold BLAS and OpenMP in this process to one thread until ``.unregister()`` (or the end of a ``with``).
+
+    For stages that run side by side in threads (`Study.compute`): each is one core's work. LightGBM is
+    given its threads explicitly (one) and polars keeps its own pool.
+
+    >>> from threadpoolctl import threadpool_info
+    >>> with one_thread_each():
+    ...     {p["num_threads"] for p in threadpool_info() if p["user_api"] in ("blas", "openmp")} <= {1}
+    True
+    """
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1)
+
+
 # --- the cluster ------------------------------------------------------------------------------
 
 def connect(cluster=None):
@@ -67,7 +89,7 @@ def connect(cluster=None):
     if cluster in (None, "local"):
         # one polars / OpenMP thread per worker slot: two processes on two cores, not two x all cores
         return Client(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      env={"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1"})
+                      env={**ONE_THREAD, "POLARS_MAX_THREADS": "1"})
     if isinstance(cluster, str) and cluster.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
         try:
             return Client(cluster, timeout="20s")

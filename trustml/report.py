@@ -86,7 +86,13 @@ class _Kernels:
 
     def __init__(self, jobs: int, cwd: Path):
         import asyncio
+        import os
+
+        from trustml.distributed import ONE_THREAD
         self.cwd, self.free, self.alive = cwd, asyncio.Queue(), []
+        # kernels side by side: one BLAS / OpenMP thread each (each library's pool of every core, per kernel,
+        # oversubscribes the cores: a notebook ran about twice as long beside another)
+        self.env = {**os.environ, **ONE_THREAD} if jobs > 1 else None
         for _ in range(max(1, jobs)):
             self.free.put_nowait(None)   # None: start a kernel on first use
 
@@ -101,7 +107,7 @@ class _Kernels:
                 client.km = km = client.create_kernel_manager()
                 client.owns_km = False   # the kernel outlives this notebook
                 self.alive.append(km)
-                await client.async_start_new_kernel(stderr=subprocess.DEVNULL)
+                await client.async_start_new_kernel(stderr=subprocess.DEVNULL, **({"env": self.env} if self.env else {}))
                 await client.async_start_new_kernel_client()
                 await self._silent(client, _REMEMBER)
             await client.async_execute(stderr=subprocess.DEVNULL)

@@ -788,8 +788,10 @@ class Study:
         """Compute `stages` (default: every stage that applies to this data) once, e.g. before `save`.
 
         jobs=2: the causal effects and the simulator's truth for them (about as long as everything else at the
-        default size) run in a second thread beside the model, survival and the stages that read them. Each stage is
+        default size) run in a second thread beside the model, survival and the stages that read them; so does the
+        survival truth (its own survival model) when the simulated world is in memory. Each stage is
         seeded on its own, so the results are the same as with jobs=1; LightGBM and polars release the GIL.
+        Each stage runs on one core: BLAS and OpenMP are held to one thread (`one_thread_each`), with either jobs.
         """
         if stages is None:
             stages = ["comparison", "calibration", "folds", "explanation", "pillars", "directions", "latest", "latest_risk",
@@ -803,6 +805,8 @@ class Study:
             bar = tqdm(total=len(stages), desc="analysis", unit="stage")
 
         done: set[str] = set()
+        from trustml.distributed import one_thread_each
+        limits = one_thread_each()
 
         def run(names: list[str]) -> None:
             for name in names:
@@ -819,6 +823,9 @@ class Study:
                 truth = self.is_simulated and any(n in stages for n in ("truth", "whatif_truth", "causal_truth"))
                 beside = [n for n in ("causal_effects",) if n in stages] + (["lever_truth"] if truth else []) \
                     + [n for n in ("causal_truth",) if n in stages]
+                from trustml.simulator import WorldOnDisk
+                if "survival_truth" in stages and self.is_simulated and not isinstance(self.world, WorldOnDisk):
+                    beside.append("survival_truth")   # balances the threads; a world on disk (large) keeps its memory apart
             if beside:
                 import threading
                 import warnings
@@ -841,6 +848,7 @@ class Study:
                     raise failed[0]
             run([n for n in stages if n not in beside])   # what is left (read from memory if already computed)
         finally:
+            limits.unregister()
             if bar is not None:
                 bar.close()
         self.__dict__.pop("lever_truth", None)   # only the truth stages read it
