@@ -212,3 +212,19 @@ def test_the_campaign_world_is_capped_whatever_the_study_size(monkeypatch):
     r = campaigns.simulated_campaign(c, n_customers=10**6, n_months=12, max_customers=campaigns.OWN_WORLD_CUSTOMERS)
     assert r["customers"] == 800 and r["month"] == 6 and r["held_out"] == small.height
     assert campaigns.simulated_campaign(c, n_customers=600, n_months=12, max_customers=800)["customers"] == 600
+
+
+def test_campaign_rows_refuse_an_outcome_window_past_the_end_of_the_data():
+    """Churn after the data ends is unseen: counted as stays, it would bias both arms' rates (and the effect) to zero."""
+    w = simulate(600, 12, seed=1)
+    table = build_features(w.customers, w.events, Snapshots(), as_of=w.as_of)
+    last = w.as_of.date()                         # the world ends on the first of a month: 12 months after its start
+    start = dt.date(last.year - (last.month <= 3), (last.month - 4) % 12 + 1, 1)   # 3 months before the end
+    rows = campaign_rows(table, w.customers, w.events, start=start, share=0.5, seed=0, horizon_months=2)   # ends at the end
+    assert rows.height > 0
+    with pytest.raises(ValueError, match=r"runs past the end of the data .* use horizon_months=2 or an earlier start"):
+        campaign_rows(table, w.customers, w.events, start=start, share=0.5, seed=0, horizon_months=3)
+    bare = type("Table", (), {"frame": table.frame, "as_of": None})()   # no as_of: the last event says where the data ends
+    with pytest.raises(ValueError, match="runs past the end of the data"):
+        campaign_rows(bare, w.customers, w.events.filter(pl.col("timestamp") < pl.lit(start).dt.offset_by("2mo")), start=start,
+                      share=0.5, seed=0, horizon_months=2)

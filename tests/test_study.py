@@ -288,13 +288,36 @@ def _plain(value):
     return value
 
 
-def test_compute_holds_blas_to_one_thread_and_lets_it_go_after(monkeypatch):
-    from threadpoolctl import threadpool_info
 
-    from trustml.study import Study
-    seen = []
+def test_two_jobs_hold_blas_to_one_thread_each_while_both_run_then_let_it_go(monkeypatch):
+    import threading
+
+    from threadpoolctl import threadpool_info
     blas = lambda: max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")  # noqa: E731
-    monkeypatch.setattr(Study, "churn_rate", property(lambda self: seen.append(blas()) or 0.1), raising=False)
-    before = blas()
-    Study.load(n_customers=300, n_months=8, trials=0).compute(["churn_rate"])
-    assert seen == [1] and blas() == before
+    before, seen, side_done = blas(), {}, threading.Event()
+
+    def beside(self):            # the second thread's stage: it ends once the first thread has looked
+        seen["beside"] = blas()
+        assert threading.current_thread().name == "trustml-beside-the-model"
+        return None
+
+    def first(self):             # the calling thread, while the other one runs (it waits on nothing it needs)
+        seen["while_both"] = blas()
+        return None
+
+    def second(self):            # still the calling thread: waits until the other thread has ended
+        while any(t.name == "trustml-beside-the-model" for t in threading.enumerate()):
+            threading.Event().wait(0.01)
+        side_done.set()
+
+    def third(self):
+        seen["alone"] = blas()
+    for name, f in {"causal_effects": beside, "comparison": first, "calibration": second, "folds": third}.items():
+        monkeypatch.setattr(Study, name, property(f))
+    Study.load(n_customers=300, n_months=8, trials=0).compute(["comparison", "calibration", "folds", "causal_effects"], jobs=2)
+    assert side_done.is_set() and seen["beside"] == seen["while_both"] == 1
+    assert seen["alone"] == before == blas()   # every core again once alone, and after
+    one = {}
+    monkeypatch.setattr(Study, "comparison", property(lambda self: one.setdefault("jobs1", blas())))
+    Study.load(n_customers=300, n_months=8, trials=0).compute(["comparison"])
+    assert one["jobs1"] == before   # one thread of stages: nothing held

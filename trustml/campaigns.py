@@ -87,7 +87,8 @@ def campaign_rows(table, customers: pl.DataFrame, events: pl.DataFrame, *, start
     table: a `FeatureTable` with a snapshot at `start` (features see only events before it); the
     outcome ``churned`` is a cancellation in ``[start + 1 month, start + 1 + horizon_months months)``
     (the offer is made during the start month); customers who cancel during the start month are kept
-    (intention to treat) and count as churned.
+    (intention to treat) and count as churned. The window must end by the end of the data (the table's
+    ``as_of``, else the last event): a cancellation after it is unseen, and would count as a stay.
     """
     import datetime as dt
     start = start if isinstance(start, dt.date) else dt.date.fromisoformat(str(start))
@@ -95,6 +96,13 @@ def campaign_rows(table, customers: pl.DataFrame, events: pl.DataFrame, *, start
     if rows.height == 0:
         raise ValueError(f"the feature table has no snapshot at {start}: build it with Snapshots covering the campaign start")
     end = pl.select(pl.lit(start).dt.offset_by(f"{horizon_months + 1}mo")).item()
+    seen = getattr(table, "as_of", None) or events["timestamp"].max()
+    if seen is not None and dt.datetime.combine(end, dt.time()) > seen:
+        fits = max(m for m in range(-1, horizon_months + 1)
+                   if m < 0 or dt.datetime.combine(pl.select(pl.lit(start).dt.offset_by(f"{m + 1}mo")).item(), dt.time()) <= seen)
+        raise ValueError(f"the outcome window ({horizon_months} months from {start:%Y-%m} + 1 month, to {end}) runs past the end "
+                         f"of the data ({seen:%Y-%m-%d}): a cancellation after it is unseen and would count as a stay; "
+                         + (f"use horizon_months={fits} or an earlier start" if fits > 0 else "use an earlier start"))
     cancel = (events.filter(pl.col("event_type").cast(pl.String) == "cancellation")
               .group_by(id_column).agg(pl.col("timestamp").min().alias("_cancel")))
     out = (rows.drop("churned").join(cancel, on=id_column, how="left")

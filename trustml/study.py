@@ -791,7 +791,8 @@ class Study:
         default size) run in a second thread beside the model, survival and the stages that read them; so does the
         survival truth (its own survival model) when the simulated world is in memory. Each stage is
         seeded on its own, so the results are the same as with jobs=1; LightGBM and polars release the GIL.
-        Each stage runs on one core: BLAS and OpenMP are held to one thread (`one_thread_each`), with either jobs.
+        While the two threads run side by side, BLAS and OpenMP are held to one thread each
+        (`distributed.one_thread_each`); once the second thread is done, the first has every core again.
         """
         if stages is None:
             stages = ["comparison", "calibration", "folds", "explanation", "pillars", "directions", "latest", "latest_risk",
@@ -805,15 +806,21 @@ class Study:
             bar = tqdm(total=len(stages), desc="analysis", unit="stage")
 
         done: set[str] = set()
-        from trustml.distributed import one_thread_each
-        limits = one_thread_each()
+        side: dict = {"limits": None, "worker": None}
 
-        def run(names: list[str]) -> None:
+        def alone() -> None:
+            """Between two stages of the calling thread: the second thread is done, so BLAS may use every core again."""
+            if side["limits"] is not None and not side["worker"].is_alive():
+                side["limits"].unregister()
+                side["limits"] = None
+
+        def run(names: list[str], between=lambda: None) -> None:
             for name in names:
                 if name in done:
                     continue
                 getattr(self, name)
                 done.add(name)
+                between()
                 if bar is not None and name in stages:
                     bar.set_postfix_str(name)
                     bar.update()
@@ -838,17 +845,23 @@ class Study:
                         run(beside)
                     except BaseException as e:  # noqa: BLE001  (re-raised in the calling thread)
                         failed.append(e)
+                from trustml.distributed import one_thread_each
                 with warnings.catch_warnings():   # once around both threads: they share the one filter list
                     quiet_nuisance_notes()
-                    worker = threading.Thread(target=other, name="trustml-beside-the-model", daemon=True)
+                    side["limits"] = one_thread_each()   # two threads on the cores: one BLAS / OpenMP thread each
+                    side["worker"] = worker = threading.Thread(target=other, name="trustml-beside-the-model", daemon=True)
                     worker.start()
-                    run([n for n in stages if n not in beside and n not in ("truth", "whatif_truth")])
+                    run([n for n in stages if n not in beside and n not in ("truth", "whatif_truth")], alone)
                     worker.join()
+                    alone()
                 if failed:
                     raise failed[0]
             run([n for n in stages if n not in beside])   # what is left (read from memory if already computed)
         finally:
-            limits.unregister()
+            # stopped by an error or Ctrl-C while the second thread still runs its stage (it is not waited for): the
+            # limits stay, as changing BLAS threads under a running call is not safe
+            if side["limits"] is not None and not side["worker"].is_alive():
+                side["limits"].unregister()
             if bar is not None:
                 bar.close()
         self.__dict__.pop("lever_truth", None)   # only the truth stages read it
