@@ -11,6 +11,7 @@ from trustml.causal import (
     causal_for_rows,
     causal_vs_truth,
     controls_for,
+    crossfit_folds,
     exposures,
     lever_effect,
     lever_traits,
@@ -113,6 +114,28 @@ def test_final_stage_recovers_theta_and_its_clustered_interval_covers_it():
         se = np.sqrt(np.diag(cov))
         covered += bool(abs(theta[0] - 0.3) < 1.96 * se[0])
     assert covered >= 34                                # about 95% of 40
+
+
+def test_crossfit_folds_are_the_folds_econml_draws_itself():
+    """`lever_effects` draws the folds once for every lever: they must be EconML's own (cv=folds), or the estimates move."""
+    from econml.dml import LinearDML
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    rng = np.random.default_rng(3)
+    ids = np.repeat([f"c{i}" for i in range(300)], rng.integers(1, 6, 300))
+    w = rng.normal(size=(len(ids), 2))
+    t = w[:, 0] + rng.normal(size=len(ids))
+    y = rng.random(len(ids)) < 1 / (1 + np.exp(1 + 0.5 * t - w[:, 1]))
+    frame = pl.DataFrame({"customer_id": ids, "churned": y})
+    splits = crossfit_folds(frame, folds=3, seed=5)
+    tests = [set(ids[te]) for _, te in splits]
+    assert not (tests[0] & tests[1] or tests[0] & tests[2] or tests[1] & tests[2])        # a customer in one test fold
+    assert sorted(np.concatenate([te for _, te in splits]).tolist()) == list(range(len(ids)))
+    residuals = []
+    for cv in (3, splits):
+        dml = LinearDML(model_y=LogisticRegression(), model_t=LinearRegression(), discrete_outcome=True, cv=cv, random_state=5)
+        dml.fit(y.astype(float), t, W=w, groups=ids, cache_values=True)
+        residuals.append(np.concatenate([np.ravel(r) for r in dml.residuals_[:2]]))
+    np.testing.assert_array_equal(residuals[0], residuals[1])
 
 
 @pytest.fixture(scope="module")

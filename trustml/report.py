@@ -8,7 +8,9 @@ the model card (``model_card.json`` and a section of the index) and the study's 
 A notebook's metadata says what it needs (``trustml.needs``: e.g. ``["survival"]``; skipped with the reason
 where the data cannot give it) and what data it tells a story about (``trustml.runs_on``): ``any``
 (simulated or the user's data), ``simulated`` (needs the simulator's truth) or a path under
-``../shared/data`` (a notebook about one public dataset, skipped with the reason where it is absent).
+``../shared/data`` (a notebook about one public dataset, skipped with the reason where it is absent). A notebook that
+computes more than it reads from the analysis says what (``trustml.computes``, e.g. its own study of a public
+dataset): those start first, so that the long ones do not end the run alone on one kernel (rows keep the suite's order).
 """
 
 from __future__ import annotations
@@ -330,7 +332,7 @@ def _run_notebooks(paths, folder, out, data, mapping, sizes, cache, progress, st
     async def every():
         kernels = _Kernels(jobs, folder)
         try:
-            await asyncio.gather(*(one(kernels, i, path, run) for i, path, run in runs))
+            await asyncio.gather(*(one(kernels, i, path, run) for i, path, run in _longest_first(runs)))
         finally:
             await kernels.close()
 
@@ -350,6 +352,18 @@ def _run_notebooks(paths, folder, out, data, mapping, sizes, cache, progress, st
     if stop["signal"] is not None:
         raise KeyboardInterrupt
     return rows
+
+
+def _longest_first(runs: list) -> list:
+    """`runs` (row, path, notebook) with the notebooks that say they compute (``trustml.computes``) first, each
+    group in the suite's order: kernels take notebooks in this order as they come free.
+
+    >>> import nbformat
+    >>> nb = lambda computes=None: nbformat.v4.new_notebook(metadata={"trustml": {"computes": computes} if computes else {}})
+    >>> [i for i, _, _ in _longest_first([(0, "a", nb()), (1, "b", nb("its own study")), (2, "c", nb())])]
+    [1, 0, 2]
+    """
+    return sorted(runs, key=lambda r: not r[2].metadata.get("trustml", {}).get("computes"))
 
 
 class _ReportLoop(asyncio.SelectorEventLoop):

@@ -434,14 +434,19 @@ def _validate(X: pl.DataFrame, y: np.ndarray, held: np.ndarray, candidates: list
             out.append({"rounds": int(b.best_iteration or m.n_estimators), "metric": "log_loss",
                         "score": float(b.best_score["valid_0"]["binary_logloss"])})
             continue
-        base_v = 0.0 if lin is None else linear_score(lin, Xv)
         best = {"rounds": 0, "metric": "integrated_brier", "score": float("inf")}
+        # the held-out raw score so far: each check adds only the trees since the last one (predicting every tree
+        # again at each check grew with the square of the rounds)
+        sofar = {"rounds": 0, "z": np.zeros(Xv.shape[0]) + (0.0 if lin is None else linear_score(lin, Xv))}
 
-        def check(env, base_v=base_v, best=best):
+        def check(env, best=best, sofar=sofar):
             it = env.iteration + 1
             if it % VALIDATION_STEP and it != env.end_iteration:
                 return
-            z = env.model.predict(Xv, raw_score=True, num_iteration=it) + base_v
+            sofar["z"] = sofar["z"] + env.model.predict(Xv, raw_score=True, start_iteration=sofar["rounds"],
+                                                        num_iteration=it - sofar["rounds"])
+            sofar["rounds"] = it
+            z = sofar["z"]
             S = np.cumprod(1 - expit(z).reshape(-1, H), axis=1)
             score = integrated_brier(S[seen], time[seen], event[seen])
             if score < best["score"]:
