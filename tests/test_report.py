@@ -34,6 +34,8 @@ def test_each_notebook_is_thin_parametrised_and_committed_executed(path):
         tree = ast.parse(c.source)
         assert not any(isinstance(n, ast.FunctionDef | ast.ClassDef | ast.Lambda) for n in ast.walk(tree)), c.source
         assert all(o.output_type != "error" for o in c.outputs), f"stored error in {path.name}"
+        # a temporary folder made with mkdtemp outlives the kernel: one more left behind at every report
+        assert "mkdtemp(" not in c.source and "mkstemp(" not in c.source, "use tempfile.TemporaryDirectory"
     # no raw ids anywhere in the file, widget state included: simulator ids, Telco customerIDs
     raw = re.search(r"\bC\d{7}\b|\b\d{4}-[A-Z]{5}\b", path.read_text())
     assert raw is None, f"raw customer id {raw.group()} stored in {path.name}"
@@ -195,7 +197,9 @@ def test_a_kernel_runs_notebooks_one_after_another_each_from_a_fresh_state(tmp_p
         nb = nbformat.v4.new_notebook()
         nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
         return nb
-    dirty = ("import os, matplotlib, matplotlib.pyplot as plt, polars as pl\nleaked = 1\npl.Config.set_tbl_rows(3)\n"
+    (tmp_path / "scratch").mkdir()
+    dirty = ("import os, tempfile, matplotlib, matplotlib.pyplot as plt, polars as pl\nleaked = 1\npl.Config.set_tbl_rows(3)\n"
+             f"kept = tempfile.TemporaryDirectory(dir={str(tmp_path / 'scratch')!r})\n"
              "matplotlib.rcParams['lines.linewidth'] = 9\n_ = plt.plot([1, 2])\nprint(os.getpid())")
     check = ("import os, matplotlib, matplotlib.pyplot as plt, polars as pl\n"
              "print(os.getpid(), 'leaked' in globals(), pl.DataFrame({'a': range(30)}).__repr__().count('\\n'),"
@@ -223,6 +227,7 @@ def test_a_kernel_runs_notebooks_one_after_another_each_from_a_fresh_state(tmp_p
     second, fourth, alone = (nb.cells[0].outputs[0]["text"].split() for nb in (runs[1], runs[3], fresh))
     assert second[0] == pid0 != fourth[0]            # the kernel was reused, and replaced after the failure
     assert second[1:] == fourth[1:] == alone[1:]      # as in a new kernel: no names left, default display settings
+    assert not list((tmp_path / "scratch").iterdir())  # a notebook's temporary folder goes with its names
     assert alone[1] == "False" and alone[3] != "9"
     for nb in (runs[1], runs[3]):
         assert nb.cells[0].execution_count == 1 and any("image/png" in o.get("data", {}) for o in nb.cells[0].outputs)
