@@ -3,6 +3,7 @@
     python benchmarks/causal_truth.py                       # the default world: 20,000 customers x 24 months, seed 0
     python benchmarks/causal_truth.py --customers 6000 --seed 1 --no-model   # smaller, another world
     python benchmarks/causal_truth.py --customers 6000 --ablation            # also without the revealed-trait controls
+    python benchmarks/causal_truth.py --no-model --max-rows 60000           # on the report's sample (study.CAUSAL_MAX_ROWS)
 
 Per lever: the model's what-if (as `whatif_vs_truth` computes it, on the 200 riskiest test rows),
 the DML estimate with its 95% interval and the true effect on all labelled rows (the policy applied
@@ -11,7 +12,9 @@ Targets: |causal - true| <= 25% of |true| for every lever; truth inside the inte
 Spearman >= 0.5 for every lever. A missed target is diagnosed from the measured columns (oracle fit
 on the estimator's own exposures, the interval). `--ablation` re-estimates each lever without the
 revealed per-customer traits (`causal.lever_traits`): the difference is the survivor selection they
-correct. Ends with one JSON line.
+correct. `--max-rows N` estimates on a seeded sample of whole customers of at most N labelled rows, as
+`trustml report` does beyond `study.CAUSAL_MAX_ROWS`: the price in accuracy of a smaller, faster sample.
+Ends with one JSON line.
 """
 
 import argparse
@@ -22,7 +25,7 @@ import polars as pl
 
 from trustml.causal import causal_vs_truth, lever_effects, simulator_truth
 from trustml.features import Snapshots, build_features
-from trustml.model import train
+from trustml.model import sample_customers, train
 from trustml.simulator import simulate
 from trustml.whatif import whatif_vs_truth
 
@@ -33,14 +36,19 @@ ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--no-model", action="store_true", help="skip the churn model's what-if column (faster)")
 ap.add_argument("--levers", default=None, help="comma-separated levers (default: all)")
 ap.add_argument("--ablation", action="store_true", help="also estimate without the revealed-trait controls")
+ap.add_argument("--max-rows", type=int, default=None, help="a seeded sample of whole customers of at most this many labelled rows")
 args = ap.parse_args()
 
 t0 = time.perf_counter()
 world = simulate(args.customers, args.months, args.seed)
 table = build_features(world.customers, world.events, Snapshots(), as_of=world.as_of)
 rows = table.labelled()
+if args.max_rows is not None:
+    rows = sample_customers(rows, args.max_rows, args.seed)[0]   # as the report's Study.causal_rows
 levers = args.levers.split(",") if args.levers else None
+t1 = time.perf_counter()
 effects = lever_effects(rows, world.events, table.registry, levers, seed=args.seed, progress=True)
+effect_seconds = time.perf_counter() - t1
 truth = simulator_truth(rows, n_customers=args.customers, n_months=args.months, seed=args.seed, levers=list(effects))
 result = causal_vs_truth(effects, truth)
 if args.ablation:
@@ -55,6 +63,7 @@ if not args.no_model:
                                       pl.col("true_mean_points").alias("true_top200_points"),
                                       pl.col("spearman").alias("model_spearman_top200")), on="lever", how="left")
 seconds = time.perf_counter() - t0
+print(f"{rows.height:,} labelled rows; causal effects {effect_seconds:.1f} s; {seconds:.1f} s in all")
 with pl.Config(tbl_hide_dataframe_shape=True, tbl_width_chars=200, tbl_cols=20, float_precision=3):
     cols = ["lever", "causal_points", "ci_low_points", "ci_high_points", "true_points", "rel_error", "truth_in_ci", "spearman",
             "oracle_fit_points", "oracle_fit_r2",
@@ -68,7 +77,8 @@ with pl.Config(tbl_hide_dataframe_shape=True, tbl_width_chars=200, tbl_cols=20, 
 ok_ate = bool((result["rel_error"] <= 0.25).all())
 ok_rho = bool((result["spearman"] >= 0.5).all())
 print(json.dumps({"benchmark": "causal_truth", "customers": args.customers, "months": args.months, "seed": args.seed,
-                  "rows": rows.height, "seconds": round(seconds, 1),
+                  "rows": rows.height, "max_rows": args.max_rows, "seconds": round(seconds, 1),
+                  "effect_seconds": round(effect_seconds, 1),
                   "levers": {r["lever"]: {"causal_points": round(r["causal_points"], 3), "ci_points": [round(r["ci_low_points"], 3), round(r["ci_high_points"], 3)],
                                           "true_points": round(r["true_points"], 3), "rel_error": round(r["rel_error"], 3),
                                           "truth_in_ci": r["truth_in_ci"], "spearman": round(r["spearman"], 3),
