@@ -162,7 +162,7 @@ def main():
                     study.trained  # noqa: B018
                 record("single", "a.train", pk, trials=study.trials, trees=int(study.trained.model.n_iter_))
                 for name in ["comparison", "calibration", "folds", "explanation", "latest", "survival", "economics", "truth",
-                             "whatif_truth", "causal_effects", "causal_truth", "survival_truth"]:
+                             "whatif_truth", "causal_effects", "causal_truth", "causal_ablation", "survival_truth"]:
                     with Peak() as pk:
                         getattr(study, name)
                     record("single", f"a.{name}", pk)

@@ -161,6 +161,25 @@ def test_two_jobs_compute_the_same_analysis_as_one(monkeypatch):
     assert "lever_truth" not in two.__dict__   # let go once the truth stages are done
 
 
+def test_the_ablation_is_each_named_lever_without_revealed_traits_on_the_causal_rows(tmp_path, monkeypatch):
+    from trustml import causal
+    from trustml.study import CAUSAL_ABLATION_LEVERS
+    study = Study.load(n_customers=700, n_months=14, seed=1, trials=0)
+    ablation = study.causal_ablation
+    assert list(ablation) == list(CAUSAL_ABLATION_LEVERS)
+    rows = study.causal_rows
+    for lever, effect in ablation.items():
+        assert not [c for c in effect.controls if "__revealed_" in c], lever
+        direct = causal.lever_effect(rows, study.events_of(rows), study.registry, lever, seed=1, traits=False)
+        assert np.array_equal(effect.theta, direct.theta) and effect.per_row.equals(direct.per_row), lever
+        with_traits = causal.lever_effect(rows, study.events_of(rows), study.registry, lever, seed=1)
+        assert [c for c in with_traits.controls if "__revealed_" in c] and not np.array_equal(with_traits.theta, effect.theta)
+    folder = study.save(tmp_path / "artifacts")
+    monkeypatch.setattr(causal, "lever_effects", lambda *a, **k: pytest.fail("recomputed the ablation kept in the artifacts"))
+    opened = Study.open(folder).causal_ablation
+    assert {k: v.ate for k, v in opened.items()} == {k: v.ate for k, v in ablation.items()}
+
+
 def test_a_computed_study_is_freed_when_let_go():
     """Libraries imported inside a stage once kept the Study alive through a stored ImportError's frames (the report's
     process held 12 GB of analysis at 1M customers while its notebooks ran). A fresh interpreter: nothing imported yet."""

@@ -30,6 +30,9 @@ from trustml.pillars import TRUST_PILLARS
 __all__ = ["Study", "setup_notebook", "CAUSAL_MAX_ROWS", "TRUTH_MAX_CUSTOMERS"]
 
 CAUSAL_MAX_ROWS = 60_000   # labelled rows for double ML at most (a seeded sample of whole customers beyond it)
+# levers re-estimated without the revealed traits, to show what they correct (`Study.causal_ablation`, notebook 12):
+# contact the customer did not welcome, the survivor selection `trustml.causal`'s docstring describes
+CAUSAL_ABLATION_LEVERS = ("respect_for_time",)
 FEATURE_PART_CUSTOMERS = 50_000   # features are built in customer partitions of about this many beyond it
 TRUTH_MAX_CUSTOMERS = 100_000  # the simulator's counterfactual truth is simulated for the first customers at most (2 blocks)
 
@@ -625,6 +628,18 @@ class Study:
         rows = self.causal_rows
         return lever_effects(rows, self.events_of(rows), self.registry, seed=self.source.get("seed", 0))
 
+    @stage(_write_effects, _read_effects)
+    def causal_ablation(self) -> dict:
+        """The effects of `CAUSAL_ABLATION_LEVERS` without the revealed per-customer traits (`causal.lever_effect` with
+        ``traits=False``), on `causal_rows` with the same folds: beside `causal_effects`, what those controls correct
+        (survivor selection; notebook 12). Only levers whose events the data has; needs an event log."""
+        from trustml.causal import lever_effects
+        if not self.has_events:
+            raise ValueError("causal lever effects need an event log (exposures are computed from events); this data is a flat table")
+        rows = self.causal_rows
+        return lever_effects(rows, self.events_of(rows), self.registry, list(CAUSAL_ABLATION_LEVERS),
+                             seed=self.source.get("seed", 0), traits=False)
+
     @stage()
     def causal_rows(self) -> pl.DataFrame:
         """The labelled rows causal effects are estimated on: all of them, or beyond `CAUSAL_MAX_ROWS` a seeded sample of
@@ -798,7 +813,7 @@ class Study:
             stages = ["comparison", "calibration", "folds", "explanation", "pillars", "directions", "latest", "latest_risk",
                       "economics"]
             if self.is_simulated:
-                stages += ["truth", "whatif_truth", "causal_effects", "causal_truth", "survival_truth"]
+                stages += ["truth", "whatif_truth", "causal_effects", "causal_truth", "causal_ablation", "survival_truth"]
         stages = list(stages)
         bar = None
         if progress:
@@ -829,7 +844,7 @@ class Study:
             if jobs > 1:
                 truth = self.is_simulated and any(n in stages for n in ("truth", "whatif_truth", "causal_truth"))
                 beside = [n for n in ("causal_effects",) if n in stages] + (["lever_truth"] if truth else []) \
-                    + [n for n in ("causal_truth",) if n in stages]
+                    + [n for n in ("causal_truth", "causal_ablation") if n in stages]
                 from trustml.simulator import WorldOnDisk
                 if "survival_truth" in stages and self.is_simulated and not isinstance(self.world, WorldOnDisk):
                     beside.append("survival_truth")   # balances the threads; a world on disk (large) keeps its memory apart
