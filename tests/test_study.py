@@ -144,7 +144,7 @@ def test_two_jobs_compute_the_same_analysis_as_one(monkeypatch):
     threads, versus_truth = [], survival.versus_truth
     monkeypatch.setattr(survival, "versus_truth", lambda *a, **k: threads.append(threading.current_thread().name) or versus_truth(*a, **k))
     names = ["comparison", "explanation", "latest_risk", "economics", "truth", "whatif_truth", "causal_effects", "causal_truth",
-             "survival_truth"]
+             "causal_ablation", "survival_truth"]
     one = Study.load(n_customers=900, n_months=12, seed=3, trials=2).compute(names)
     two = Study.load(n_customers=900, n_months=12, seed=3, trials=2).compute(names, jobs=2)
     assert threads[0] == threading.main_thread().name and threads[1] == "trustml-beside-the-model"
@@ -156,6 +156,8 @@ def test_two_jobs_compute_the_same_analysis_as_one(monkeypatch):
     for lever, effect in one.causal_effects.items():   # polars' parallel sums leave ~1e-17 between any two runs
         assert np.allclose(two.causal_effects[lever].theta, effect.theta, rtol=0, atol=1e-12), lever
     assert two.causal_truth.equals(one.causal_truth)
+    assert list(two.causal_ablation) == list(one.causal_ablation) == ["respect_for_time"]
+    assert np.allclose(two.causal_ablation["respect_for_time"].theta, one.causal_ablation["respect_for_time"].theta, rtol=0, atol=1e-12)
     for part in ("quality", "top_decile", "clv"):   # in the second thread too (the world is in memory)
         assert two.survival_truth[part].equals(one.survival_truth[part]), part
     assert "lever_truth" not in two.__dict__   # let go once the truth stages are done
