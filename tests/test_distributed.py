@@ -30,6 +30,15 @@ def client():
     assert c.status == "closed" and c.cluster.status.name == "closed"
 
 
+def test_a_local_cluster_leaves_this_process_environment_as_it_was():
+    import os
+    before = dict(os.environ)
+    with distributed.connect("local") as c:
+        assert dict(os.environ) == before   # Dask's nanny had left OMP_NUM_THREADS=1 and more for every later process
+        assert c.run(lambda: os.environ.get("OMP_NUM_THREADS")) and set(c.run(lambda: os.environ["OMP_NUM_THREADS"]).values()) == {"1"}
+    assert dict(os.environ) == before
+
+
 @pytest.fixture(scope="module")
 def world_dir(tmp_path_factory):
     return simulate_to_dir(600, 12, 4, tmp_path_factory.mktemp("dist") / "world")

@@ -60,19 +60,59 @@ _ID = "customer_id"
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def _lightgbm_max_threads(n: int | None = None) -> int:
+    """LightGBM's process-wide cap on its threads (``LGBM_SetMaxThreads``; -1: none): set it to `n` (when given) and
+    return the cap before. Every LightGBM call stores its own ``num_threads`` in one process-wide default, read again
+    inside later calls (LightGBM's ``src/utils/openmp_wrapper.cpp``): with two Python threads calling LightGBM at once,
+    a call that sized its per-thread buffers for one thread can go on with the other pthread's OpenMP maximum (two
+    here: only the calling thread is held to one). A test-suite run died of a segmentation fault in a native thread
+    while both threads were inside LightGBM. With the cap at 1 every such read is 1.
+
+    >>> before = _lightgbm_max_threads(1); _lightgbm_max_threads(before)
+    1
+    """
+    import ctypes
+
+    from lightgbm.basic import _LIB, _safe_call
+    old = ctypes.c_int(0)
+    _safe_call(_LIB.LGBM_GetMaxThreads(ctypes.byref(old)))
+    if n is not None:
+        _safe_call(_LIB.LGBM_SetMaxThreads(ctypes.c_int(n)))
+    return old.value
+
+
+class _OneThreadEach:
+    def __init__(self):
+        from threadpoolctl import threadpool_limits
+        self._blas = threadpool_limits(limits=1)
+        self._lightgbm = _lightgbm_max_threads(1)
+
+    def unregister(self) -> None:
+        self._blas.unregister()
+        _lightgbm_max_threads(self._lightgbm)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.unregister()
+
+
 def one_thread_each():
-    """Hold BLAS and OpenMP in this process to one thread until ``.unregister()`` (or the end of a ``with``).
+    """Hold BLAS, OpenMP and LightGBM in this process to one thread until ``.unregister()`` (or the end of a ``with``).
 
     For stages that run side by side in threads (`Study.compute`): each is one core's work. LightGBM is
-    given its threads explicitly (one) and polars keeps its own pool.
+    given its threads explicitly (one) and capped at one (`_lightgbm_max_threads`: its thread setting is
+    process-wide); polars keeps its own pool.
 
     >>> from threadpoolctl import threadpool_info
     >>> with one_thread_each():
-    ...     {p["num_threads"] for p in threadpool_info() if p["user_api"] in ("blas", "openmp")} <= {1}
-    True
+    ...     {p["num_threads"] for p in threadpool_info() if p["user_api"] in ("blas", "openmp")} <= {1}, _lightgbm_max_threads()
+    (True, 1)
+    >>> _lightgbm_max_threads()
+    -1
     """
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=1)
+    return _OneThreadEach()
 
 
 # --- the cluster ------------------------------------------------------------------------------
@@ -87,9 +127,18 @@ def connect(cluster=None):
     if isinstance(cluster, Client):
         return cluster
     if cluster in (None, "local"):
-        # one polars / OpenMP thread per worker slot: two processes on two cores, not two x all cores
-        return Client(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      env={**ONE_THREAD, "POLARS_MAX_THREADS": "1"})
+        # one polars / OpenMP thread per worker slot: two processes on two cores, not two x all cores. Dask's nanny
+        # writes its pre-spawn variables (OMP_NUM_THREADS=1 and others) into this process's os.environ and leaves
+        # them: every process started later (a notebook kernel, a subprocess) would run on one thread. The
+        # workers have their own env; this process gets its environment back as it was.
+        before = dict(os.environ)
+        try:
+            return Client(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                          env={**ONE_THREAD, "POLARS_MAX_THREADS": "1"})
+        finally:
+            for k in set(os.environ) - set(before):
+                del os.environ[k]
+            os.environ.update(before)
     if isinstance(cluster, str) and cluster.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
         try:
             return Client(cluster, timeout="20s")
