@@ -317,7 +317,8 @@ def test_two_jobs_hold_blas_to_one_thread_each_while_both_run_then_let_it_go(mon
 
     from trustml.distributed import _lightgbm_max_threads
     blas = lambda: (max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"),  # noqa: E731
-                    _lightgbm_max_threads())   # and LightGBM's process-wide cap, -1 when none
+                    _lightgbm_max_threads(),   # and LightGBM's process-wide cap, -1 when none
+                    max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"))   # this pthread's
     before, seen, side_done = blas(), {}, threading.Event()
 
     def beside(self):            # the second thread's stage: it ends once the first thread has looked
@@ -339,7 +340,7 @@ def test_two_jobs_hold_blas_to_one_thread_each_while_both_run_then_let_it_go(mon
     for name, f in {"causal_effects": beside, "comparison": first, "calibration": second, "folds": third}.items():
         monkeypatch.setattr(Study, name, property(f))
     Study.load(n_customers=300, n_months=8, trials=0).compute(["comparison", "calibration", "folds", "causal_effects"], jobs=2)
-    assert side_done.is_set() and seen["beside"] == seen["while_both"] == (1, 1)
+    assert side_done.is_set() and seen["beside"] == seen["while_both"] == (1, 1, 1)
     assert before[1] == -1
     assert seen["alone"] == before == blas()   # every core again once alone, and after
     one = {}

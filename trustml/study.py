@@ -856,8 +856,11 @@ class Study:
                 failed: list[BaseException] = []
 
                 def other() -> None:
+                    from threadpoolctl import threadpool_limits
                     try:
-                        run(beside)
+                        # OpenMP's thread count is per pthread: the limit of the calling thread does not reach this one
+                        with threadpool_limits(limits=1, user_api="openmp"):
+                            run(beside)
                     except BaseException as e:  # noqa: BLE001  (re-raised in the calling thread)
                         failed.append(e)
                 from trustml.distributed import one_thread_each
