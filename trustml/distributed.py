@@ -99,11 +99,12 @@ class _OneThreadEach:
 
 
 def one_thread_each():
-    """Hold BLAS, OpenMP and LightGBM in this process to one thread until ``.unregister()`` (or the end of a ``with``).
+    """Hold BLAS and LightGBM in this process, and OpenMP in the calling thread, to one thread until ``.unregister()``
+    (or the end of a ``with``).
 
     For stages that run side by side in threads (`Study.compute`): each is one core's work. LightGBM is
     given its threads explicitly (one) and capped at one (`_lightgbm_max_threads`: its thread setting is
-    process-wide); polars keeps its own pool.
+    process-wide); OpenMP's count is per pthread, so another thread limits its own; polars keeps its own pool.
 
     >>> from threadpoolctl import threadpool_info
     >>> with one_thread_each():

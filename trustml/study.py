@@ -619,26 +619,25 @@ class Study:
         from trustml.monitor import fairness, groups_of
         return fairness(self.trained, self.test, groups_of(self.raw, m))
 
-    @stage(_write_effects, _read_effects)
-    def causal_effects(self) -> dict:
-        """Causal lever effects from the observed tables (double machine learning, `trustml.causal`); needs an event log."""
+    def _estimate_levers(self, levers: list[str] | None = None, **kwargs) -> dict:
+        """`causal.lever_effects` of `levers` (default: all) on `causal_rows` and their customers' events; needs an event log."""
         from trustml.causal import lever_effects
         if not self.has_events:
             raise ValueError("causal lever effects need an event log (exposures are computed from events); this data is a flat table")
         rows = self.causal_rows
-        return lever_effects(rows, self.events_of(rows), self.registry, seed=self.source.get("seed", 0))
+        return lever_effects(rows, self.events_of(rows), self.registry, levers, seed=self.source.get("seed", 0), **kwargs)
+
+    @stage(_write_effects, _read_effects)
+    def causal_effects(self) -> dict:
+        """Causal lever effects from the observed tables (double machine learning, `trustml.causal`); needs an event log."""
+        return self._estimate_levers()
 
     @stage(_write_effects, _read_effects)
     def causal_ablation(self) -> dict:
         """The effects of `CAUSAL_ABLATION_LEVERS` without the revealed per-customer traits (`causal.lever_effect` with
         ``traits=False``), on `causal_rows` with the same folds: beside `causal_effects`, what those controls correct
         (survivor selection; notebook 12). Only levers whose events the data has; needs an event log."""
-        from trustml.causal import lever_effects
-        if not self.has_events:
-            raise ValueError("causal lever effects need an event log (exposures are computed from events); this data is a flat table")
-        rows = self.causal_rows
-        return lever_effects(rows, self.events_of(rows), self.registry, list(CAUSAL_ABLATION_LEVERS),
-                             seed=self.source.get("seed", 0), traits=False)
+        return self._estimate_levers(list(CAUSAL_ABLATION_LEVERS), traits=False)
 
     @stage()
     def causal_rows(self) -> pl.DataFrame:
@@ -653,11 +652,7 @@ class Study:
         once) when `levers` is None; else only `levers`, estimated here (about 8 s each at the report's default 5,000 customers)."""
         if not self.has_events:
             return None
-        if levers is None:
-            return self.causal_effects
-        from trustml.causal import lever_effects
-        rows = self.causal_rows
-        return lever_effects(rows, self.events_of(rows), self.registry, levers, seed=self.source.get("seed", 0))
+        return self.causal_effects if levers is None else self._estimate_levers(levers)
 
     def explorer(self, causal_levers: list[str] | None = None, **kwargs):
         """The what-if explorer on `latest` with everything this data allows: causal estimates beside the model's
